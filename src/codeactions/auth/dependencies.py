@@ -1,0 +1,55 @@
+"""FastAPI dependencies: a route's signature says who may call it."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from codeactions.auth.principals import Principal
+from codeactions.config import AuthSettings
+from codeactions.errors import Unauthorized
+
+
+def bearer_token(request: Request) -> str:
+    """The token of `Authorization: Token X`, `Bearer X` or a bare `X`, as the original accepts."""
+    header = request.headers.get("authorization", "").strip()
+    if not header:
+        raise Unauthorized("invalid token")
+    parts = header.split(None, 1)
+    token = parts[1].strip() if len(parts) == 2 else parts[0]
+    if not token:
+        raise Unauthorized("invalid token")
+    return token
+
+
+def is_static_token(settings: AuthSettings, token: str) -> bool:
+    return bool(settings.token) and hmac.compare_digest(
+        token.encode("utf-8", "surrogateescape"), settings.token.encode()
+    )
+
+
+async def current_principal(request: Request) -> Principal:
+    """Deny by default: the static token, or a verified OIDC token when OIDC is enabled."""
+    settings: AuthSettings = request.app.state.settings.auth
+    token = bearer_token(request)
+    if is_static_token(settings, token):
+        return Principal(kind="admin")
+    verifier = getattr(request.app.state, "oidc", None)
+    if verifier is None:
+        raise Unauthorized("invalid token")
+    principal: Principal = await verifier.principal(token)
+    return principal
+
+
+async def current_admin(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    from codeactions.errors import Forbidden
+
+    if principal.kind != "admin":
+        raise Forbidden()
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+CurrentAdmin = Annotated[Principal, Depends(current_admin)]

@@ -1,0 +1,334 @@
+"""Settings: one tree of groups read from CODEACTIONS_* variables, with the original's names as aliases."""
+
+from __future__ import annotations
+
+import re
+from datetime import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def env(name: str, *legacy: str, **kwargs: Any) -> Any:
+    """A field read from CODEACTIONS_<name>, or from the original's legacy names, in that order."""
+    return Field(validation_alias=AliasChoices(f"CODEACTIONS_{name}", *legacy), **kwargs)
+
+
+class Group(BaseSettings):
+    # Empty values count as unset, as in the original (config.go:373-379).
+    model_config = SettingsConfigDict(
+        env_ignore_empty=True, populate_by_name=True, extra="ignore", frozen=True
+    )
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class ServerSettings(Group):
+    host: str = env("HOST", default="127.0.0.1", description="Listen address.")
+    port: int = env("PORT", "FLOWS_CODE_ACTIONS_PORT", default=8050, description="Listen port.")
+    log_level: str = env(
+        "LOG_LEVEL", "FLOWS_CODE_ACTIONS_LOG_LEVEL", default="info", description="Log level."
+    )
+    log_json: bool = env("LOG_JSON", default=True, description="Structured JSON logs on stdout.")
+    cors_origins: Annotated[list[str], NoDecode] = env(
+        "CORS_ORIGINS",
+        default_factory=list,
+        description="Comma list of origins allowed by CORS (`*` for any). OPTIONS is always 204.",
+    )
+    max_body_bytes: int = env(
+        "MAX_BODY_BYTES",
+        default=10 * 1024 * 1024,
+        description="Largest request body accepted by the execution endpoints (413 above).",
+    )
+    shutdown_grace_seconds: float = env(
+        "SHUTDOWN_GRACE_SECONDS",
+        default=30.0,
+        description="On SIGTERM, how long in-flight runs may take to finish.",
+    )
+    sentry_dsn: str = env("SENTRY_DSN", "FLOWS_CODE_ACTIONS_SENTRY_DSN", default="")
+    environment: str = env("ENVIRONMENT", "FLOWS_CODE_ACTIONS_ENVIRONMENT", default="local")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.strip().lower()
+        if level not in {"debug", "info", "warning", "warn", "error", "critical"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return "warning" if level == "warn" else level
+
+
+class DatabaseSettings(Group):
+    url: str = env(
+        "DATABASE_URL",
+        "FLOWS_CODE_ACTIONS_DB_URI",
+        default="sqlite:///./codeactions.db",
+        description="SQLite (`sqlite:///path`) or PostgreSQL (`postgresql://user@host/db`).",
+    )
+    pool_size: int = env(
+        "DATABASE_POOL_SIZE",
+        "FLOWS_CODE_ACTIONS_DB_MAX_POOL_SIZE",
+        default=20,
+        ge=1,
+        description="PostgreSQL connection pool size.",
+    )
+    connect_timeout: float = env(
+        "DATABASE_CONNECT_TIMEOUT",
+        "FLOWS_CODE_ACTIONS_POSTGRES_DB_TIMEOUT",
+        default=10.0,
+        description="Seconds to wait for a database connection.",
+    )
+
+    @property
+    def async_url(self) -> str:
+        """The URL with the async driver SQLAlchemy needs."""
+        url = self.url
+        for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://"):
+            if url.startswith(prefix):
+                url = "postgresql+asyncpg://" + url[len(prefix) :]
+                # asyncpg takes `ssl`, not libpq's `sslmode`; drop the original's `sslmode=disable`.
+                url = re.sub(r"([?&])sslmode=disable(&|$)", r"\1", url).rstrip("?&")
+                return url
+        if url.startswith("sqlite://") and not url.startswith("sqlite+aiosqlite://"):
+            return "sqlite+aiosqlite://" + url[len("sqlite://") :]
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.async_url.startswith("sqlite")
+
+
+class AuthSettings(Group):
+    token: str = env(
+        "AUTH_TOKEN",
+        "FLOWS_CODE_ACTIONS_AUTH_TOKEN",
+        default="",
+        description="Static admin token (`Authorization: Token X` or `Bearer X`).",
+    )
+    oidc_enabled: bool = env(
+        "OIDC_ENABLED", "FLOWS_CODE_ACTIONS_OIDC_AUTH_ENABLED", default=False
+    )
+    oidc_host: str = env(
+        "OIDC_HOST", "FLOWS_CODE_ACTIONS_OIDC_HOST", default="", description="Keycloak base URL."
+    )
+    oidc_realm: str = env("OIDC_REALM", "FLOWS_CODE_ACTIONS_OIDC_REALM", default="")
+    oidc_issuer: str = env(
+        "OIDC_ISSUER", default="", description="Issuer; default `{host}/realms/{realm}`."
+    )
+    oidc_jwks_url: str = env(
+        "OIDC_JWKS_URL", default="", description="JWKS URL; default `{issuer}/protocol/openid-connect/certs`."
+    )
+    oidc_userinfo_url: str = env(
+        "OIDC_USERINFO_URL",
+        default="",
+        description="Userinfo URL for opaque tokens; default `{issuer}/protocol/openid-connect/userinfo`.",
+    )
+    oidc_audience: str = env(
+        "OIDC_AUDIENCE", default="", description="Required `aud` claim; empty accepts any."
+    )
+    oidc_jwks_cache_seconds: int = env("OIDC_JWKS_CACHE_SECONDS", default=600, ge=0)
+    oidc_userinfo_cache_seconds: int = env("OIDC_USERINFO_CACHE_SECONDS", default=60, ge=0)
+    oidc_timeout_seconds: float = env("OIDC_TIMEOUT_SECONDS", default=5.0, gt=0)
+
+    @property
+    def issuer(self) -> str:
+        if self.oidc_issuer:
+            return self.oidc_issuer.rstrip("/")
+        return f"{self.oidc_host.rstrip('/')}/realms/{self.oidc_realm}"
+
+    @property
+    def jwks_url(self) -> str:
+        return self.oidc_jwks_url or f"{self.issuer}/protocol/openid-connect/certs"
+
+    @property
+    def userinfo_url(self) -> str:
+        return self.oidc_userinfo_url or f"{self.issuer}/protocol/openid-connect/userinfo"
+
+
+class CodeSettings(Group):
+    blacklist: Annotated[list[str], NoDecode] = env(
+        "BLACKLIST",
+        "FLOWS_CODE_ACTIONS_BLACKLIST",
+        default_factory=list,
+        description="Comma list of terms rejected in sources (whole-word match).",
+    )
+    max_source_bytes: int = env(
+        "MAX_SOURCE_BYTES", default=1024 * 1024, description="Sources of this size or more are refused."
+    )
+    default_timeout: int = env("DEFAULT_TIMEOUT", default=60, ge=5, le=300)
+
+    @field_validator("blacklist", mode="before")
+    @classmethod
+    def _blacklist(cls, value: Any) -> Any:
+        value = _split_list(value)
+        return sorted(value) if isinstance(value, list) else value
+
+
+class RateLimitSettings(Group):
+    max_requests: int = env(
+        "RATELIMIT_MAX_REQUESTS", "FLOWS_CODE_ACTIONS_CODE_LIMITER_MAX_REQUESTS", default=600, ge=1
+    )
+    window_seconds: int = env(
+        "RATELIMIT_WINDOW_SECONDS",
+        "FLOWS_CODE_ACTIONS_CODE_LIMITER_WINDOW_WINDOW",
+        default=60,
+        ge=1,
+    )
+    redis_url: str = env(
+        "REDIS_URL",
+        "FLOWS_CODE_ACTIONS_REDIS",
+        default="",
+        description="Redis for a limiter shared by replicas; empty keeps it in process.",
+    )
+    fail_open: bool = env(
+        "RATELIMIT_FAIL_OPEN",
+        default=True,
+        description="When Redis is down: allow runs (true) or answer 503 (false).",
+    )
+
+
+class RunnerSettings(Group):
+    slots: int = env(
+        "RUNNER_SLOTS",
+        "FLOWS_CODE_ACTIONS_WORKER_POOL_SIZE",
+        default=8,
+        ge=1,
+        le=64,
+        description="Runs executed at once (sandbox slots).",
+    )
+    queue_size: int = env(
+        "RUNNER_QUEUE_SIZE",
+        "FLOWS_CODE_ACTIONS_WORKER_POOL_QUEUE_SIZE",
+        default=100,
+        ge=0,
+        description="Runs that may wait for a slot; more answer 503.",
+    )
+    memory_mb: int = env("RUNNER_MEMORY_MB", default=256, ge=16)
+    max_processes: int = env("RUNNER_MAX_PROCESSES", default=64, ge=1)
+    cpu_seconds: int = env(
+        "RUNNER_CPU_SECONDS", default=0, ge=0, description="CPU time per run; 0 = the code's timeout."
+    )
+    file_size_mb: int = env("RUNNER_FILE_SIZE_MB", default=64, ge=1)
+    output_bytes: int = env("RUNNER_OUTPUT_BYTES", default=1024 * 1024, ge=1024)
+    network: Literal["public", "off"] = env(
+        "RUNNER_NETWORK",
+        default="public",
+        description="`public`: egress allowed except loopback/private/link-local; `off`: none.",
+    )
+    uid_base: int = env("RUNNER_UID_BASE", default=64000, ge=1000)
+    work_dir: str = env(
+        "RUNNER_WORK_DIR", default="/tmp/codeactions-runner", description="Sandbox dirs and Go cache."
+    )
+    python: str = env(
+        "RUNNER_PYTHON",
+        default=str(REPO_ROOT / ".venv-runtime" / "bin" / "python"),
+        description="Interpreter for user Python (with the preinstalled libraries).",
+    )
+    node: str = env("RUNNER_NODE", default="/usr/bin/node")
+    go: str = env("RUNNER_GO", default="/usr/bin/go")
+    node_spares: int = env("RUNNER_NODE_SPARES", default=2, ge=0)
+
+
+class LogSettings(Group):
+    max_content_chars: int = env("LOG_MAX_CONTENT_CHARS", default=8000, ge=1)
+    s3_enabled: bool = env("S3_ENABLED", "FLOWS_CODE_ACTIONS_S3_ENABLED", default=False)
+    s3_bucket: str = env("S3_BUCKET", "FLOWS_CODE_ACTIONS_S3_BUCKET_NAME", default="")
+    s3_region: str = env("S3_REGION", "FLOWS_CODE_ACTIONS_S3_REGION", default="us-east-1")
+    s3_prefix: str = env("S3_PREFIX", "FLOWS_CODE_ACTIONS_S3_PREFIX", default="codeactions")
+    s3_endpoint: str = env("S3_ENDPOINT", "FLOWS_CODE_ACTIONS_S3_ENDPOINT", default="")
+    s3_access_key_id: str = env("S3_ACCESS_KEY_ID", "FLOWS_CODE_ACTIONS_S3_ACCESS_KEY_ID", default="")
+    s3_secret_access_key: str = env(
+        "S3_SECRET_ACCESS_KEY", "FLOWS_CODE_ACTIONS_S3_SECRET_ACCESS_KEY", default=""
+    )
+
+
+class RabbitSettings(Group):
+    url: str = env("RABBITMQ_URL", "FLOWS_CODE_ACTIONS_RABBITMQ_URL", default="")
+    project_exchange: str = env(
+        "PROJECT_EXCHANGE", "FLOWS_CODE_ACTIONS_PROJECT_EXCHANGE", default="projects.topic"
+    )
+    project_queue: str = env(
+        "PROJECT_QUEUE", "FLOWS_CODE_ACTIONS_PROJECT_QUEUE", default="code-actions.projects"
+    )
+    permission_exchange: str = env(
+        "PERMISSION_EXCHANGE", "FLOWS_CODE_ACTIONS_PERMISSION_EXCHANGE", default="permissions.topic"
+    )
+    permission_queue: str = env(
+        "PERMISSION_QUEUE",
+        "FLOW_CODE_ACTIONS_PERMISSION_QUEUE",
+        "FLOWS_CODE_ACTIONS_PERMISSION_QUEUE",
+        default="code-actions-permissions",
+    )
+    dead_letter_exchange: str = env("DEAD_LETTER_EXCHANGE", default="code-actions.dlx")
+    reconnect_seconds: float = env("RABBITMQ_RECONNECT_SECONDS", default=2.0, gt=0)
+
+
+class CleanerSettings(Group):
+    enabled: bool = env("CLEANER_ENABLED", default=True)
+    schedule_time: time = env(
+        "CLEANER_SCHEDULE_TIME",
+        "FLOWS_CODE_ACTIONS_CLEANER_SCHEDULE_TIME",
+        default=time(1, 0),
+        description="Daily run time HH:MM (UTC).",
+    )
+    retention_days: int = env(
+        "CLEANER_RETENTION_DAYS", "FLOWS_CODE_ACTIONS_CLEANER_RETENTION_PERIOD", default=30, ge=1
+    )
+    batch_size: int = env("CLEANER_BATCH_SIZE", default=1000, ge=1, le=100_000)
+
+    @field_validator("schedule_time", mode="before")
+    @classmethod
+    def _hhmm(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*", value)
+            if not match or int(match[1]) > 23 or int(match[2]) > 59:
+                raise ValueError(f"expected HH:MM, got {value!r}")
+            return time(int(match[1]), int(match[2]))
+        return value
+
+
+class HealthSettings(Group):
+    cache_seconds: float = env(
+        "HEALTH_CACHE_SECONDS", "FLOWS_CODE_ACTIONS_HEALTH_CHECK_CACHE_TIME", default=3.0, ge=0
+    )
+    timeout_seconds: float = env("HEALTH_TIMEOUT_SECONDS", default=3.0, gt=0)
+
+
+class Settings(Group):
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    code: CodeSettings = Field(default_factory=CodeSettings)
+    ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    runner: RunnerSettings = Field(default_factory=RunnerSettings)
+    logs: LogSettings = Field(default_factory=LogSettings)
+    rabbitmq: RabbitSettings = Field(default_factory=RabbitSettings)
+    cleaner: CleanerSettings = Field(default_factory=CleanerSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.auth.oidc_enabled and not (self.auth.oidc_issuer or self.auth.oidc_host):
+            raise ValueError("OIDC is enabled but neither OIDC_HOST nor OIDC_ISSUER is set")
+        if self.logs.s3_enabled and not self.logs.s3_bucket:
+            raise ValueError("S3 logs are enabled but S3_BUCKET is not set")
+        return self
+
+
+GROUPS: dict[str, type[Group]] = {
+    name: field.annotation  # type: ignore[misc]
+    for name, field in Settings.model_fields.items()
+}

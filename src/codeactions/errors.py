@@ -1,0 +1,129 @@
+"""Domain errors and the one handler that renders them as the original's `{"message": ...}` bodies."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class AppError(Exception):
+    """An expected failure with the HTTP status and message the caller sees."""
+
+    status_code = 400
+    message = "Bad Request"
+
+    def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.headers = headers
+
+
+class BadRequest(AppError):
+    status_code = 400
+
+
+class Unauthorized(AppError):
+    status_code = 401
+    message = "invalid token"
+
+
+class Forbidden(AppError):
+    status_code = 403
+    message = "have'nt permission to access this resource"
+
+
+class NotFound(AppError):
+    status_code = 404
+    message = "Not Found"
+
+
+class CodeNotFound(NotFound):
+    message = "code not found"
+
+
+class RunNotFound(NotFound):
+    message = "coderun not found"
+
+
+class LogNotFound(NotFound):
+    message = "log not found"
+
+
+class Conflict(AppError):
+    status_code = 409
+    message = "already exists"
+
+
+class PayloadTooLarge(AppError):
+    status_code = 413
+    message = "request body is too large"
+
+
+class RunTimedOut(AppError):
+    status_code = 408
+    message = "timeout: request context timeout limit exceeded"
+
+
+class RateLimited(AppError):
+    status_code = 429
+    message = "Too Many Requests"
+
+
+class QueueFull(AppError):
+    status_code = 503
+    message = "workerpool queue is full"
+
+
+class Unavailable(AppError):
+    status_code = 503
+    message = "Service Unavailable"
+
+
+def error_body(message: str) -> dict[str, str]:
+    return {"message": message}
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "path", "body"))
+        parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg")))
+    return "invalid request: " + "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(request: Request, exc: AppError) -> Response:
+        return _json(request, exc.status_code, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        return _json(request, 400, _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        texts = {404: "Not Found", 405: "Method Not Allowed"}
+        message = exc.detail if isinstance(exc.detail, str) else texts.get(exc.status_code, "error")
+        if exc.status_code in texts and message in ("Not Found", "Method Not Allowed"):
+            message = texts[exc.status_code]
+        return _json(request, exc.status_code, message, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _json(request, 500, "Internal Server Error")
+
+
+def _json(
+    request: Request, status: int, message: str, headers: dict[str, Any] | None = None
+) -> Response:
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers)
+    return JSONResponse(error_body(message), status_code=status, headers=headers)

@@ -1,0 +1,1 @@
+"""Per-code rate limiting: in process by default, shared through Redis when configured."""

@@ -1,0 +1,1 @@
+"""Execution of user code in sandboxed children, kept warm for speed."""

@@ -1,0 +1,74 @@
+"""What the service asks of the runner, and what a run gives back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Language = Literal["python", "javascript", "go"]
+
+# Why a run failed, as stored in the run's `extra.reason` and counted in metrics.
+FailureReason = Literal[
+    "exception",  # the code raised (or exited non-zero / missing Run)
+    "timeout",  # wall-clock timeout: the whole process tree was killed
+    "memory",  # memory limit reached
+    "cpu",  # CPU-time limit reached
+    "output",  # output (result or logs) over the limit
+    "file_size",  # wrote a file over the size limit
+    "killed",  # killed by a signal (segfault, abort, ...)
+    "runner",  # the runner itself failed (not the user's fault)
+]
+
+
+@dataclass
+class RunRequest:
+    run_id: str
+    code_id: str
+    language: Language
+    source: str
+    timeout: float  # seconds, wall clock, for this execution
+    params: dict[str, str] = field(default_factory=dict)
+    body: str = ""
+    headers: dict[str, list[str]] = field(default_factory=dict)
+    method: str = "POST"
+
+
+@dataclass
+class RunLogLine:
+    type: str  # debug | info | error (print() -> info, stderr -> error)
+    content: str
+    at: float  # unix time when the child emitted it
+
+
+@dataclass
+class RunOutcome:
+    ok: bool
+    result: str = ""  # the value given to result.set (a string, JSON for non-strings)
+    status_code: Any = 200  # as set by the code (int or numeric string)
+    content_type: str = "text"
+    reason: FailureReason | None = None  # set when not ok
+    error: str = ""  # short message on failure (a traceback for exceptions)
+    logs: list[RunLogLine] = field(default_factory=list)
+    duration: float = 0.0  # seconds spent executing
+
+
+class CompileError(Exception):
+    """The source does not compile; the message is the compiler's."""
+
+
+class Runner(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def run(self, request: RunRequest) -> RunOutcome:
+        """Execute once; never raises for anything the user code did."""
+        ...
+
+    async def check(self, language: Language, source: str) -> None:
+        """Validate a source at save time (Go compiles here); raise CompileError."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """Health of the runner: {'ok': bool, 'isolation': str, ...}."""
+        ...

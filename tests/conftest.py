@@ -1,0 +1,123 @@
+"""Test fixtures: apps built from explicit Settings, on SQLite and on the local PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from codeactions.config import (
+    AuthSettings,
+    DatabaseSettings,
+    RunnerSettings,
+    Settings,
+)
+from codeactions.db.migrate import upgrade
+from codeactions.main import create_app
+
+ADMIN_TOKEN = "test-admin-token"
+PG_ADMIN_URL = os.environ.get("CODEACTIONS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REQUIRE_SERVICES = os.environ.get("CODEACTIONS_TEST_REQUIRE_SERVICES") == "1"
+TABLES = ("codes", "coderuns", "codelogs", "codelibs", "user_permissions", "projects")
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def need_service(name: str, host: str, port: int) -> None:
+    """Skip when a local service is down, unless CI asked for every service (then fail)."""
+    if reachable(host, port):
+        return
+    message = f"{name} not reachable on {host}:{port}"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + " (CODEACTIONS_TEST_REQUIRE_SERVICES=1)")
+    pytest.skip(message + ", skipping")
+
+
+async def _reset(url: str) -> None:
+    engine = create_async_engine(DatabaseSettings(url=url).async_url)
+    async with engine.begin() as conn:
+        for table in TABLES:
+            await conn.execute(text(f"DELETE FROM {table}"))
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+    asyncio.run(upgrade(DatabaseSettings(url=url)))
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgresql_url() -> Iterator[str]:
+    need_service("PostgreSQL", "127.0.0.1", 5432)
+    name = f"codeactions_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = DatabaseSettings(url=PG_ADMIN_URL).async_url
+
+    async def run(sql: str) -> None:
+        engine = create_async_engine(admin, isolation_level="AUTOCOMMIT")
+        async with engine.connect() as conn:
+            await conn.execute(text(sql))
+        await engine.dispose()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    asyncio.run(upgrade(DatabaseSettings(url=url)))
+    yield url
+    asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test using it runs once per database backend, on an emptied database."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    asyncio.run(_reset(url))
+    return url
+
+
+@pytest.fixture
+def make_settings(database_url: str, tmp_path: Any) -> Callable[..., Settings]:
+    def make(**groups: Any) -> Settings:
+        groups.setdefault("database", DatabaseSettings(url=database_url))
+        groups.setdefault("auth", AuthSettings(token=ADMIN_TOKEN))
+        groups.setdefault("runner", RunnerSettings(work_dir=str(tmp_path / "runner")))
+        return Settings(**groups)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        yield c
+
+
+ADMIN = {"Authorization": f"Token {ADMIN_TOKEN}"}
