@@ -25,7 +25,9 @@ from codeactions.db.migrate import upgrade
 from codeactions.main import create_app
 
 ADMIN_TOKEN = "test-admin-token"
-PG_ADMIN_URL = os.environ.get("CODEACTIONS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+PG_ADMIN_URL = os.environ.get(
+    "CODEACTIONS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 REQUIRE_SERVICES = os.environ.get("CODEACTIONS_TEST_REQUIRE_SERVICES") == "1"
 TABLES = ("codes", "coderuns", "codelogs", "codelibs", "user_permissions", "projects")
 

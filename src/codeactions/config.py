@@ -5,11 +5,10 @@ from __future__ import annotations
 import re
 from datetime import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,9 +117,7 @@ class AuthSettings(Group):
         default="",
         description="Static admin token (`Authorization: Token X` or `Bearer X`).",
     )
-    oidc_enabled: bool = env(
-        "OIDC_ENABLED", "FLOWS_CODE_ACTIONS_OIDC_AUTH_ENABLED", default=False
-    )
+    oidc_enabled: bool = env("OIDC_ENABLED", "FLOWS_CODE_ACTIONS_OIDC_AUTH_ENABLED", default=False)
     oidc_host: str = env(
         "OIDC_HOST", "FLOWS_CODE_ACTIONS_OIDC_HOST", default="", description="Keycloak base URL."
     )
@@ -129,7 +126,9 @@ class AuthSettings(Group):
         "OIDC_ISSUER", default="", description="Issuer; default `{host}/realms/{realm}`."
     )
     oidc_jwks_url: str = env(
-        "OIDC_JWKS_URL", default="", description="JWKS URL; default `{issuer}/protocol/openid-connect/certs`."
+        "OIDC_JWKS_URL",
+        default="",
+        description="JWKS URL; default `{issuer}/protocol/openid-connect/certs`.",
     )
     oidc_userinfo_url: str = env(
         "OIDC_USERINFO_URL",
@@ -166,7 +165,9 @@ class CodeSettings(Group):
         description="Comma list of terms rejected in sources (whole-word match).",
     )
     max_source_bytes: int = env(
-        "MAX_SOURCE_BYTES", default=1024 * 1024, description="Sources of this size or more are refused."
+        "MAX_SOURCE_BYTES",
+        default=1024 * 1024,
+        description="Sources of this size or more are refused.",
     )
     default_timeout: int = env("DEFAULT_TIMEOUT", default=60, ge=5, le=300)
 
@@ -219,7 +220,10 @@ class RunnerSettings(Group):
     memory_mb: int = env("RUNNER_MEMORY_MB", default=256, ge=16)
     max_processes: int = env("RUNNER_MAX_PROCESSES", default=64, ge=1)
     cpu_seconds: int = env(
-        "RUNNER_CPU_SECONDS", default=0, ge=0, description="CPU time per run; 0 = the code's timeout."
+        "RUNNER_CPU_SECONDS",
+        default=0,
+        ge=0,
+        description="CPU time per run; 0 = the code's timeout.",
     )
     file_size_mb: int = env("RUNNER_FILE_SIZE_MB", default=64, ge=1)
     output_bytes: int = env("RUNNER_OUTPUT_BYTES", default=1024 * 1024, ge=1024)
@@ -230,7 +234,9 @@ class RunnerSettings(Group):
     )
     uid_base: int = env("RUNNER_UID_BASE", default=64000, ge=1000)
     work_dir: str = env(
-        "RUNNER_WORK_DIR", default="/tmp/codeactions-runner", description="Sandbox dirs and Go cache."
+        "RUNNER_WORK_DIR",
+        default="/tmp/codeactions-runner",
+        description="Sandbox dirs and Go cache.",
     )
     python: str = env(
         "RUNNER_PYTHON",
@@ -249,7 +255,9 @@ class LogSettings(Group):
     s3_region: str = env("S3_REGION", "FLOWS_CODE_ACTIONS_S3_REGION", default="us-east-1")
     s3_prefix: str = env("S3_PREFIX", "FLOWS_CODE_ACTIONS_S3_PREFIX", default="codeactions")
     s3_endpoint: str = env("S3_ENDPOINT", "FLOWS_CODE_ACTIONS_S3_ENDPOINT", default="")
-    s3_access_key_id: str = env("S3_ACCESS_KEY_ID", "FLOWS_CODE_ACTIONS_S3_ACCESS_KEY_ID", default="")
+    s3_access_key_id: str = env(
+        "S3_ACCESS_KEY_ID", "FLOWS_CODE_ACTIONS_S3_ACCESS_KEY_ID", default=""
+    )
     s3_secret_access_key: str = env(
         "S3_SECRET_ACCESS_KEY", "FLOWS_CODE_ACTIONS_S3_SECRET_ACCESS_KEY", default=""
     )

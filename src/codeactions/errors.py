@@ -19,7 +19,9 @@ class AppError(Exception):
     status_code = 400
     message = "Bad Request"
 
-    def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, message: str | None = None, *, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message or self.message)
         self.message = message or self.message
         self.headers = headers

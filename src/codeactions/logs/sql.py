@@ -71,7 +71,9 @@ class SqlLogStore:
         if query.code_ids:
             conditions.append(or_(*(CodeLog.code_id == c for c in query.code_ids)))
         async with self._sessionmaker() as session:
-            total = await session.scalar(select(func.count()).select_from(CodeLog).where(*conditions))
+            total = await session.scalar(
+                select(func.count()).select_from(CodeLog).where(*conditions)
+            )
             rows = await session.scalars(
                 select(CodeLog)
                 .where(*conditions)
@@ -83,9 +85,12 @@ class SqlLogStore:
 
     async def delete_older(self, before: datetime, limit: int) -> int:
         async with self._sessionmaker() as session, session.begin():
-            ids = select(CodeLog.id).where(CodeLog.created_at < before).order_by(
-                CodeLog.created_at
-            ).limit(limit)
+            ids = (
+                select(CodeLog.id)
+                .where(CodeLog.created_at < before)
+                .order_by(CodeLog.created_at)
+                .limit(limit)
+            )
             result = await session.execute(delete(CodeLog).where(CodeLog.id.in_(ids)))
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 

@@ -42,7 +42,7 @@ async def health(request: Request) -> JSONResponse:
     try:
         async with request.app.state.sessionmaker() as session:
             await session.execute(text("SELECT 1"))
-        db = {"status": "healthy", "message": "ok"}
+        db: dict[str, object] = {"status": "healthy", "message": "ok"}
     except Exception as exc:
         db = {"status": "unhealthy", "message": type(exc).__name__}
     db["latency"] = int((time.perf_counter() - started) * 1e9)

@@ -106,9 +106,7 @@ def _schema() -> sa.MetaData:
         sa.Column("role", sa.Integer, nullable=False),
         sa.Index("idx_user_permissions_project_uuid", "project_uuid"),
         sa.Index("idx_user_permissions_email", "email"),
-        sa.Index(
-            "idx_user_permissions_unique_project_email", "project_uuid", "email", unique=True
-        ),
+        sa.Index("idx_user_permissions_unique_project_email", "project_uuid", "email", unique=True),
     )
     sa.Table(
         "projects",
