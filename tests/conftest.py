@@ -97,7 +97,10 @@ def make_settings(database_url: str, tmp_path: Any) -> Callable[..., Settings]:
     def make(**groups: Any) -> Settings:
         groups.setdefault("database", DatabaseSettings(url=database_url))
         groups.setdefault("auth", AuthSettings(token=ADMIN_TOKEN))
-        groups.setdefault("runner", RunnerSettings(work_dir=str(tmp_path / "runner")))
+        # The sandbox runner costs a supervisor per app: tests that execute code turn it on.
+        groups.setdefault(
+            "runner", RunnerSettings(enabled=False, work_dir=str(tmp_path / "runner"))
+        )
         return Settings(**groups)
 
     return make

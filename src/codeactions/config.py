@@ -202,6 +202,11 @@ class RateLimitSettings(Group):
 
 
 class RunnerSettings(Group):
+    enabled: bool = env(
+        "RUNNER_ENABLED",
+        default=True,
+        description="Start the sandbox runner; when false every execution answers 503.",
+    )
     slots: int = env(
         "RUNNER_SLOTS",
         "FLOWS_CODE_ACTIONS_WORKER_POOL_SIZE",

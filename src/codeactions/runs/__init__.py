@@ -1,0 +1,1 @@
+"""Run records, their read routes, and the execution endpoints."""
