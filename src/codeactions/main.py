@@ -14,6 +14,7 @@ from codeactions.config import Settings
 from codeactions.db.session import create_engine, create_sessionmaker
 from codeactions.errors import install_error_handlers
 from codeactions.logs.store import build_log_store
+from codeactions.ops.metrics import Metrics
 from codeactions.ratelimit.base import build_rate_limiter
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics = Metrics()
     install_error_handlers(app)
     _include_routers(app)
     return app
