@@ -55,6 +55,12 @@ class ServerSettings(Group):
     )
     sentry_dsn: str = env("SENTRY_DSN", "FLOWS_CODE_ACTIONS_SENTRY_DSN", default="")
     environment: str = env("ENVIRONMENT", "FLOWS_CODE_ACTIONS_ENVIRONMENT", default="local")
+    metrics_code_labels: bool = env(
+        "METRICS_CODE_LABELS",
+        default=False,
+        description="Fill the `code_id` label of the `ca_*` metrics (one series per code: "
+        "unbounded); by default it is empty and only `project_uuid` is set.",
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -245,12 +251,18 @@ class RunnerSettings(Group):
     )
     python: str = env(
         "RUNNER_PYTHON",
-        default=str(REPO_ROOT / ".venv-runtime" / "bin" / "python"),
-        description="Interpreter for user Python (with the preinstalled libraries).",
+        default=".venv-runtime/bin/python",
+        description="Interpreter for user Python (with the preinstalled libraries); "
+        "a relative path is taken from the checkout.",
     )
     node: str = env("RUNNER_NODE", default="/usr/bin/node")
     go: str = env("RUNNER_GO", default="/usr/bin/go")
     node_spares: int = env("RUNNER_NODE_SPARES", default=2, ge=0)
+
+    @field_validator("python")
+    @classmethod
+    def _from_checkout(cls, value: str) -> str:
+        return value if Path(value).is_absolute() else str(REPO_ROOT / value)
 
 
 class LogSettings(Group):
@@ -287,6 +299,19 @@ class RabbitSettings(Group):
     )
     dead_letter_exchange: str = env("DEAD_LETTER_EXCHANGE", default="code-actions.dlx")
     reconnect_seconds: float = env("RABBITMQ_RECONNECT_SECONDS", default=2.0, gt=0)
+    max_retries: int = env(
+        "RABBITMQ_MAX_RETRIES",
+        default=5,
+        ge=0,
+        description="Retries of a message that failed for a passing reason (database down) "
+        "before it goes to the dead-letter queue.",
+    )
+    retry_seconds: float = env(
+        "RABBITMQ_RETRY_SECONDS",
+        default=2.0,
+        gt=0,
+        description="Wait before the first retry; doubles each retry, at most 60 s.",
+    )
 
 
 class CleanerSettings(Group):

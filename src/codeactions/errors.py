@@ -58,6 +58,14 @@ class LogNotFound(NotFound):
     message = "log not found"
 
 
+class ProjectNotFound(NotFound):
+    message = "project not found"
+
+
+class PermissionNotFound(NotFound):
+    message = "permission not found"
+
+
 class Conflict(AppError):
     status_code = 409
     message = "already exists"

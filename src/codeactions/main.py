@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -13,8 +14,11 @@ from codeactions import __version__
 from codeactions.config import Settings
 from codeactions.db.session import create_engine, create_sessionmaker
 from codeactions.errors import install_error_handlers
+from codeactions.http import CorsMiddleware
 from codeactions.logs.store import build_log_store
-from codeactions.ops.metrics import Metrics
+from codeactions.ops.health import Health
+from codeactions.ops.logging import RequestContextMiddleware, configure_logging, init_sentry
+from codeactions.ops.metrics import Metrics, MetricsMiddleware
 from codeactions.ratelimit.base import build_rate_limiter
 
 log = logging.getLogger(__name__)
@@ -25,7 +29,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.server)
+        init_sentry(settings.server)
         async with AsyncExitStack() as stack:
+            stack.callback(log.info, "shutdown complete")  # runs last, after everything closed
             app.state.started_at = time.time()
             engine = create_engine(settings.database)
             stack.push_async_callback(engine.dispose)
@@ -46,17 +53,100 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.metrics = Metrics()
+    app.state.metrics = Metrics(
+        code_labels=settings.server.metrics_code_labels,
+        workers=settings.runner.slots,
+        queue_capacity=settings.runner.queue_size,
+    )
+    app.state.health = Health(settings)
     install_error_handlers(app)
+    app.add_middleware(CorsMiddleware, origins=settings.server.cors_origins)
+    # Added last = outermost: every response (CORS ones included) is measured and has a request id.
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestContextMiddleware)
     _include_routers(app)
     return app
 
 
 async def _start_components(app: FastAPI, settings: Settings, stack: AsyncExitStack) -> None:
     """Optional parts; each module adds itself here."""
+    app.state.oidc = None
+    if settings.auth.oidc_enabled:
+        from codeactions.auth.oidc import OidcVerifier
+
+        verifier = OidcVerifier(settings.auth)
+        stack.push_async_callback(verifier.close)
+        app.state.oidc = verifier
+    await _start_execution(app, settings, stack)
+    app.state.consumers = None
+    if settings.rabbitmq.url:
+        from codeactions.projects.consumers import start_consumers
+
+        metrics: Metrics = app.state.metrics
+        consumers = await start_consumers(
+            settings.rabbitmq,
+            app.state.sessionmaker,
+            on_handled=lambda name, outcome: metrics.event_handled(consumer=name, outcome=outcome),
+        )
+        stack.push_async_callback(consumers.close)
+        app.state.consumers = consumers
+    app.state.cleaner = None
+    if settings.cleaner.enabled:
+        from codeactions.ops.cleaner import start_cleaner
+
+        await start_cleaner(app, settings, stack)
+
+
+async def _start_execution(app: FastAPI, settings: Settings, stack: AsyncExitStack) -> None:
+    """The runner, the bounded run queue, in-flight runs drained on shutdown, the run reaper."""
+    from codeactions.runs.queue import RunQueue
+    from codeactions.runs.reaper import run_reaper
+    from codeactions.runs.service import DisabledRunner
+
+    if settings.runner.enabled:
+        from codeactions.runner.sandbox import SandboxRunner
+
+        app.state.runner = SandboxRunner(settings.runner, settings.logs)
+    else:
+        app.state.runner = DisabledRunner()
+    await app.state.runner.start()
+    # Read at shutdown: tests may swap the runner after start.
+    stack.push_async_callback(lambda: app.state.runner.close())
+    app.state.run_queue = RunQueue(
+        slots=settings.runner.slots,
+        queue_size=settings.runner.queue_size,
+        metrics=app.state.metrics,
+    )
+    app.state.run_tasks = set()
+
+    async def drain() -> None:
+        # Runs in flight finish (and get recorded) before the runner and database close.
+        if app.state.run_tasks:
+            await asyncio.wait(
+                list(app.state.run_tasks), timeout=settings.server.shutdown_grace_seconds
+            )
+
+    stack.push_async_callback(drain)
+    reaper = asyncio.create_task(run_reaper(app.state.sessionmaker), name="run-reaper")
+
+    async def stop_reaper() -> None:
+        reaper.cancel()
+        await asyncio.gather(reaper, return_exceptions=True)
+
+    stack.push_async_callback(stop_reaper)
 
 
 def _include_routers(app: FastAPI) -> None:
+    from codeactions.codes.router import router as codes_router
+    from codeactions.libs.router import router as libs_router
+    from codeactions.logs.router import router as logs_router
     from codeactions.ops.router import router as ops_router
+    from codeactions.projects.router import router as projects_router
+    from codeactions.runs.router import router as runs_router
 
     app.include_router(ops_router)
+    app.include_router(projects_router)
+    app.include_router(codes_router)
+    app.include_router(logs_router)
+    app.include_router(libs_router)
+    app.include_router(runs_router)

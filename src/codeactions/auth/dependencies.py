@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
 from codeactions.auth.principals import Principal
 from codeactions.config import AuthSettings
-from codeactions.errors import Unauthorized
+from codeactions.errors import Forbidden, Unauthorized
+
+if TYPE_CHECKING:
+    from codeactions.auth.oidc import OidcVerifier
 
 
 def bearer_token(request: Request) -> str:
@@ -36,17 +39,15 @@ async def current_principal(request: Request) -> Principal:
     token = bearer_token(request)
     if is_static_token(settings, token):
         return Principal(kind="admin")
-    verifier = getattr(request.app.state, "oidc", None)
+    verifier: OidcVerifier | None = getattr(request.app.state, "oidc", None)
     if verifier is None:
-        raise Unauthorized("invalid token")
-    principal: Principal = await verifier.principal(token)
-    return principal
+        raise Unauthorized("not authorized")
+    return await verifier.principal(token)
 
 
 async def current_admin(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-    from codeactions.errors import Forbidden
-
-    if principal.kind != "admin":
+    """The static token or a service account (`can_communicate_internally`); users get 403."""
+    if not principal.sees_all_projects:
         raise Forbidden()
     return principal
 

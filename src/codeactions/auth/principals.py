@@ -27,4 +27,14 @@ class Principal:
 
     @property
     def sees_all_projects(self) -> bool:
+        """Admins and service accounts act on every project, with the Moderator's rights."""
         return self.kind in ("admin", "internal")
+
+
+def normalize_email(email: str) -> str:
+    """The form emails are stored and compared in.
+
+    Emails are compared case-insensitively (identity providers differ in the case they hand
+    out, and a mail domain is case-insensitive anyway), so they are kept stripped and lowercased.
+    """
+    return email.strip().lower()

@@ -1,4 +1,4 @@
-"""Health routes."""
+"""Liveness, dependency health and Prometheus metrics routes (all public)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-from sqlalchemy import text
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from codeactions import __version__
+from codeactions.ops.health import Health
 
 router = APIRouter(tags=["health"])
 
@@ -36,20 +37,22 @@ async def healthz(request: Request) -> dict[str, Any]:
     return _liveness(request)
 
 
-@router.get("/health", summary="Dependencies' health (503 when one is down)")
+@router.get(
+    "/health",
+    summary="Health of every configured dependency (503 when one is down)",
+    responses={503: {"description": "A dependency is unhealthy"}},
+)
 async def health(request: Request) -> JSONResponse:
-    started = time.perf_counter()
-    try:
-        async with request.app.state.sessionmaker() as session:
-            await session.execute(text("SELECT 1"))
-        db: dict[str, object] = {"status": "healthy", "message": "ok"}
-    except Exception as exc:
-        db = {"status": "unhealthy", "message": type(exc).__name__}
-    db["latency"] = int((time.perf_counter() - started) * 1e9)
-    healthy = db["status"] == "healthy"
-    body = {
-        "status": "healthy" if healthy else "unhealthy",
-        "timestamp": datetime.now(UTC).isoformat(),
-        "services": {"database": db},
-    }
-    return JSONResponse(body, status_code=200 if healthy else 503)
+    state = request.app.state
+    checker: Health | None = getattr(state, "health", None)
+    if checker is None:
+        checker = state.health = Health(state.settings)
+    report = await checker.report(request.app)
+    return JSONResponse(report.body, status_code=200 if report.healthy else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    return Response(
+        generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
+    )

@@ -2,18 +2,104 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codeactions.db.models import UserPermission
+from codeactions.db.models import Project, UserPermission, utcnow
+
+
+def _insert(session: AsyncSession, model: type[Any]) -> Any:
+    """INSERT with ON CONFLICT support; both supported backends have it with the same syntax."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(model)
+    return sqlite.insert(model)
+
+
+def _same_email(email: str) -> Any:
+    # Rows written by the original may have any case; new ones are stored lowercased.
+    return func.lower(UserPermission.email) == email.lower()
+
+
+async def get_project(session: AsyncSession, *, uuid: str) -> Project | None:
+    result = await session.scalars(
+        select(Project).where(Project.uuid == uuid).execution_options(populate_existing=True)
+    )
+    return result.first()
+
+
+async def insert_project_if_missing(session: AsyncSession, *, uuid: str, name: str) -> bool:
+    """Insert the project unless its uuid exists (also when a concurrent writer won); True if inserted."""
+    statement = _insert(session, Project).values(uuid=uuid, name=name, authorizations=[])
+    result = await session.execute(statement.on_conflict_do_nothing(index_elements=["uuid"]))
+    return bool(getattr(result, "rowcount", 0))
 
 
 async def get_permission(
     session: AsyncSession, *, project_uuid: str, email: str
 ) -> UserPermission | None:
     result = await session.scalars(
-        select(UserPermission).where(
-            UserPermission.project_uuid == project_uuid, UserPermission.email == email
-        )
+        select(UserPermission)
+        .where(UserPermission.project_uuid == project_uuid, _same_email(email))
+        .order_by(UserPermission.created_at)
+        .execution_options(populate_existing=True)
     )
     return result.first()
+
+
+async def list_permissions(session: AsyncSession, *, project_uuid: str) -> list[UserPermission]:
+    result = await session.scalars(
+        select(UserPermission)
+        .where(UserPermission.project_uuid == project_uuid)
+        .order_by(UserPermission.email)
+    )
+    return list(result)
+
+
+async def insert_permission_if_missing(
+    session: AsyncSession, *, project_uuid: str, email: str, role: int
+) -> bool:
+    """True if inserted; False when the (project, email) pair exists, even in another case."""
+    if await get_permission(session, project_uuid=project_uuid, email=email) is not None:
+        return False
+    statement = _insert(session, UserPermission).values(
+        project_uuid=project_uuid, email=email, role=role
+    )
+    result = await session.execute(
+        statement.on_conflict_do_nothing(index_elements=["project_uuid", "email"])
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def upsert_permission(
+    session: AsyncSession, *, project_uuid: str, email: str, role: int
+) -> UserPermission:
+    existing = await get_permission(session, project_uuid=project_uuid, email=email)
+    if existing is not None:
+        existing.role = role
+        await session.flush()
+        return existing
+    statement = _insert(session, UserPermission).values(
+        project_uuid=project_uuid, email=email, role=role
+    )
+    # A concurrent writer may have inserted the pair since the lookup: update it instead.
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["project_uuid", "email"],
+            set_={"role": role, "updated_at": utcnow()},
+        )
+    )
+    permission = await get_permission(session, project_uuid=project_uuid, email=email)
+    assert permission is not None  # just written in this transaction
+    return permission
+
+
+async def delete_permission(session: AsyncSession, *, project_uuid: str, email: str) -> bool:
+    result = await session.execute(
+        delete(UserPermission)
+        .where(UserPermission.project_uuid == project_uuid, _same_email(email))
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))

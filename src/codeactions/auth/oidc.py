@@ -1,0 +1,230 @@
+"""OIDC bearer tokens: JWTs verified locally against the provider's JWKS, opaque ones via userinfo."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+import jwt
+
+from codeactions.auth.principals import Principal, normalize_email
+from codeactions.config import AuthSettings
+from codeactions.errors import Unauthorized, Unavailable
+
+log = logging.getLogger(__name__)
+
+# Asymmetric algorithms only: "none" and HMAC would let anyone holding the public key sign.
+RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+EC_ALGORITHMS = frozenset({"ES256", "ES384", "ES512"})
+ALLOWED_ALGORITHMS = RSA_ALGORITHMS | EC_ALGORITHMS
+
+# A token whose `kid` is unknown may mean the provider rotated its keys; refetch the JWKS for it,
+# but not more often than this, so tokens with made-up kids cannot hammer the provider.
+MIN_REFETCH_SECONDS = 5.0
+# Tolerated clock difference with the provider for exp/nbf/iat.
+LEEWAY_SECONDS = 30
+# Userinfo answers kept at most; beyond it expired entries go first, then the oldest.
+USERINFO_CACHE_MAX = 10_000
+
+_JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+# What may travel in an HTTP header to the provider; anything else cannot be a valid token.
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
+
+NOT_AUTHORIZED = "not authorized"
+PROVIDER_DOWN = "identity provider unavailable"
+
+
+class ProviderError(Exception):
+    """The identity provider could not be reached or answered nonsense."""
+
+
+def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
+    """Service accounts (`can_communicate_internally`) see every project; users are their email."""
+    internal = claims.get("can_communicate_internally")
+    email = claims.get("email")
+    email = normalize_email(email) if isinstance(email, str) else ""
+    if internal is True or (isinstance(internal, str) and internal.strip().lower() == "true"):
+        return Principal(kind="internal", email=email)
+    if not email:
+        raise Unauthorized("token has no email claim")
+    return Principal(kind="user", email=email)
+
+
+class OidcVerifier:
+    """Turns a bearer token into a Principal, or raises 401 (bad token) / 503 (provider down)."""
+
+    def __init__(
+        self,
+        settings: AuthSettings,
+        http: httpx.AsyncClient | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._owns_http = http is None
+        self._http = http or httpx.AsyncClient(timeout=settings.oidc_timeout_seconds)
+        self._clock = clock
+        self._keys: dict[str, tuple[jwt.PyJWK, str | None]] = {}
+        self._keys_fetched_at: float | None = None
+        self._keys_attempted_at = float("-inf")
+        self._provider_failing = False
+        self._keys_lock = asyncio.Lock()
+        self._userinfo_cache: dict[str, tuple[float, Principal]] = {}
+
+    async def close(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def principal(self, token: str) -> Principal:
+        if not _TOKEN_CHARS.fullmatch(token):
+            raise Unauthorized(NOT_AUTHORIZED)
+        if _JWT_SHAPE.fullmatch(token):
+            return principal_from_claims(await self._verified_claims(token))
+        return await self._userinfo_principal(token)
+
+    # --- JWTs -----------------------------------------------------------------------------
+
+    async def _verified_claims(self, token: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(NOT_AUTHORIZED) from exc
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
+            raise Unauthorized(NOT_AUTHORIZED)
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise Unauthorized(NOT_AUTHORIZED)
+        key, key_alg = await self._signing_key(kid or "")
+        if key_alg is not None and key_alg != alg:
+            raise Unauthorized(NOT_AUTHORIZED)
+        if key.key_type != ("RSA" if alg in RSA_ALGORITHMS else "EC"):
+            raise Unauthorized(NOT_AUTHORIZED)
+        audience = self._settings.oidc_audience or None
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key.key,
+                algorithms=[alg],
+                issuer=self._settings.issuer,
+                audience=audience,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "iss"], "verify_aud": audience is not None},
+            )
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            log.info("rejected OIDC token: %s", exc)
+            raise Unauthorized(NOT_AUTHORIZED) from exc
+        return claims
+
+    async def _signing_key(self, kid: str) -> tuple[jwt.PyJWK, str | None]:
+        known = self._fresh_key(kid)
+        if known is not None:
+            return known
+        async with self._keys_lock:
+            # Another request may have refreshed the keys while this one waited.
+            known = self._fresh_key(kid)
+            if known is not None:
+                return known
+            now = self._clock()
+            stale = not self._is_fresh(now)
+            recently_tried = now - self._keys_attempted_at < MIN_REFETCH_SECONDS
+            if not recently_tried or (stale and not self._provider_failing):
+                self._keys_attempted_at = now
+                try:
+                    self._keys = await self._fetch_keys()
+                    self._keys_fetched_at = now
+                    self._provider_failing = False
+                except ProviderError as exc:
+                    log.warning("cannot fetch the OIDC keys: %s", exc)
+                    self._provider_failing = True
+            # After a failed refresh, keys still known from before keep working.
+            if kid in self._keys:
+                return self._keys[kid]
+            if self._provider_failing:
+                raise Unavailable(PROVIDER_DOWN)
+            raise Unauthorized(NOT_AUTHORIZED)
+
+    def _is_fresh(self, now: float) -> bool:
+        fetched = self._keys_fetched_at
+        return fetched is not None and now - fetched < self._settings.oidc_jwks_cache_seconds
+
+    def _fresh_key(self, kid: str) -> tuple[jwt.PyJWK, str | None] | None:
+        if self._is_fresh(self._clock()):
+            return self._keys.get(kid)
+        return None
+
+    async def _fetch_keys(self) -> dict[str, tuple[jwt.PyJWK, str | None]]:
+        document = await self._get_json(self._settings.jwks_url)
+        entries = document.get("keys")
+        if not isinstance(entries, list):
+            raise ProviderError("the JWKS has no `keys` list")
+        keys: dict[str, tuple[jwt.PyJWK, str | None]] = {}
+        for entry in entries:
+            if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
+                continue  # encryption keys sit in the same set
+            if entry.get("kty") not in ("RSA", "EC"):
+                continue
+            alg = entry.get("alg")
+            if alg is not None and alg not in ALLOWED_ALGORITHMS:
+                continue
+            try:
+                key = jwt.PyJWK(entry)
+            except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+                continue
+            keys[str(entry.get("kid") or "")] = (key, alg)
+        return keys
+
+    async def _get_json(self, url: str, *, token: str | None = None) -> dict[str, Any]:
+        headers = {"Accept": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            response = await self._http.get(url, headers=headers)
+        except httpx.HTTPError as exc:
+            raise ProviderError(f"{url}: {type(exc).__name__}") from exc
+        if response.status_code in (400, 401, 403) and token is not None:
+            raise Unauthorized(NOT_AUTHORIZED)
+        if response.status_code != 200:
+            raise ProviderError(f"{url} answered {response.status_code}")
+        try:
+            document = response.json()
+        except ValueError as exc:
+            raise ProviderError(f"{url} answered invalid JSON") from exc
+        if not isinstance(document, dict):
+            raise ProviderError(f"{url} answered JSON that is not an object")
+        return document
+
+    # --- opaque tokens --------------------------------------------------------------------
+
+    async def _userinfo_principal(self, token: str) -> Principal:
+        # Keyed by a hash so the cache never holds usable tokens.
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        now = self._clock()
+        cached = self._userinfo_cache.get(digest)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            claims = await self._get_json(self._settings.userinfo_url, token=token)
+        except ProviderError as exc:
+            log.warning("OIDC userinfo failed: %s", exc)
+            raise Unavailable(PROVIDER_DOWN) from exc
+        principal = principal_from_claims(claims)
+        ttl = self._settings.oidc_userinfo_cache_seconds
+        if ttl > 0:
+            self._remember(digest, now + ttl, principal, now)
+        return principal
+
+    def _remember(self, digest: str, expires: float, principal: Principal, now: float) -> None:
+        cache = self._userinfo_cache
+        if len(cache) >= USERINFO_CACHE_MAX:
+            for key in [k for k, (until, _) in cache.items() if until <= now]:
+                del cache[key]
+            while len(cache) >= USERINFO_CACHE_MAX:
+                del cache[next(iter(cache))]
+        cache[digest] = (expires, principal)

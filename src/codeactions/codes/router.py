@@ -1,0 +1,243 @@
+"""Code CRUD routes: /code and its /admin/code aliases (raw-text source bodies)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from codeactions.auth.dependencies import CurrentPrincipal
+from codeactions.codes import service
+from codeactions.codes.schemas import RAW_SOURCE_BODY, CodeOut, code_json
+from codeactions.config import Settings
+from codeactions.db.session import SessionDep
+from codeactions.errors import BadRequest, PayloadTooLarge
+from codeactions.http import read_body
+
+router = APIRouter(tags=["codes"])
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _source_reader(request: Request, limit: int) -> service.SourceReader:
+    """Read the raw body incrementally, giving up once it reaches `limit` bytes (never unbounded)."""
+
+    async def read() -> bytes:
+        try:
+            return await read_body(request, limit - 1)
+        except PayloadTooLarge:
+            raise BadRequest(service.SOURCE_TOO_BIG) from None
+
+    return read
+
+
+def _checker(request: Request) -> service.SourceChecker | None:
+    return service.runner_source_checker(getattr(request.app.state, "runner", None))
+
+
+async def _create(
+    request: Request,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    project_uuid: str | None,
+    name: str | None,
+    language: str | None,
+    type: str | None,
+    timeout_text: str | None,
+) -> JSONResponse:
+    settings = _settings(request)
+    code = await service.create_code(
+        session,
+        principal,
+        settings=settings.code,
+        project_uuid=project_uuid,
+        name=name,
+        type=type,
+        language=language,
+        timeout_text=timeout_text,
+        read_source=_source_reader(request, settings.code.max_source_bytes),
+        check_source=_checker(request),
+    )
+    request.app.state.metrics.code_created(project_uuid=code.project_uuid, code_id=str(code.id))
+    return JSONResponse(code_json(code), status_code=201)
+
+
+async def _update(
+    request: Request,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    id: str,
+    name: str | None,
+    language: str | None,
+    type: str | None,
+    timeout_text: str | None,
+) -> JSONResponse:
+    settings = _settings(request)
+    code = await service.update_code(
+        session,
+        principal,
+        settings=settings.code,
+        code_id=id,
+        name=name,
+        type=type,
+        language=language,
+        timeout_text=timeout_text,
+        read_source=_source_reader(request, settings.code.max_source_bytes),
+        check_source=_checker(request),
+    )
+    request.app.state.metrics.code_updated(project_uuid=code.project_uuid, code_id=str(code.id))
+    return JSONResponse(code_json(code))
+
+
+CREATE_DESCRIPTION = (
+    "Create a code (Contributor on `project_uuid`). The body is the raw source; "
+    "`timeout` is 5-300 seconds (default 60)."
+)
+UPDATE_DESCRIPTION = (
+    "Update a code (Contributor). Absent parameters and an empty body keep the stored values."
+)
+
+
+@router.post(
+    "/code",
+    summary="Create a code",
+    status_code=201,
+    response_model=CodeOut,
+    description=CREATE_DESCRIPTION,
+    openapi_extra=RAW_SOURCE_BODY,
+)
+async def create_code(
+    request: Request,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    project_uuid: str | None = None,
+    name: str | None = None,
+    language: str | None = None,
+    type: str | None = None,
+    timeout_text: Annotated[str | None, Query(alias="timeout")] = None,
+) -> JSONResponse:
+    return await _create(
+        request, session, principal, project_uuid, name, language, type, timeout_text
+    )
+
+
+@router.post(
+    "/admin/code",
+    summary="Create a code (alias)",
+    status_code=201,
+    response_model=CodeOut,
+    description=CREATE_DESCRIPTION,
+    openapi_extra=RAW_SOURCE_BODY,
+)
+async def create_code_admin(
+    request: Request,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    project_uuid: str | None = None,
+    name: str | None = None,
+    language: str | None = None,
+    type: str | None = None,
+    timeout_text: Annotated[str | None, Query(alias="timeout")] = None,
+) -> JSONResponse:
+    return await _create(
+        request, session, principal, project_uuid, name, language, type, timeout_text
+    )
+
+
+@router.patch(
+    "/code/{id}",
+    summary="Update a code",
+    response_model=CodeOut,
+    description=UPDATE_DESCRIPTION,
+    openapi_extra=RAW_SOURCE_BODY,
+)
+async def update_code(
+    request: Request,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    id: str,
+    name: str | None = None,
+    language: str | None = None,
+    type: str | None = None,
+    timeout_text: Annotated[str | None, Query(alias="timeout")] = None,
+) -> JSONResponse:
+    return await _update(request, session, principal, id, name, language, type, timeout_text)
+
+
+@router.patch(
+    "/admin/code/{id}",
+    summary="Update a code (alias)",
+    response_model=CodeOut,
+    description=UPDATE_DESCRIPTION,
+    openapi_extra=RAW_SOURCE_BODY,
+)
+async def update_code_admin(
+    request: Request,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    id: str,
+    name: str | None = None,
+    language: str | None = None,
+    type: str | None = None,
+    timeout_text: Annotated[str | None, Query(alias="timeout")] = None,
+) -> JSONResponse:
+    return await _update(request, session, principal, id, name, language, type, timeout_text)
+
+
+@router.get("/code/{id}", summary="Get a code by UUID or legacy ObjectID", response_model=CodeOut)
+async def get_code(session: SessionDep, principal: CurrentPrincipal, id: str) -> JSONResponse:
+    code = await service.get_code(session, principal, code_id=id)
+    return JSONResponse(code_json(code))
+
+
+@router.get(
+    "/code",
+    summary="List a project's codes, newest first",
+    response_model=list[CodeOut],
+    description="Always a JSON array. Optional `page` and `page_size` (1-1000, default 100); "
+    "`X-Total-Count` gives the total and `Link` the next page.",
+)
+async def list_codes(
+    request: Request,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    project_uuid: str | None = None,
+    code_type: str | None = None,
+    page: str | None = None,
+    page_size: str | None = None,
+) -> JSONResponse:
+    number = service.parse_page_number(page, name="page", default=1, maximum=service.MAX_PAGE)
+    size = service.parse_page_number(
+        page_size, name="page_size", default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE
+    )
+    codes, total = await service.list_codes(
+        session,
+        principal,
+        project_uuid=project_uuid,
+        code_type=code_type,
+        page=number,
+        page_size=size,
+    )
+    headers = {"X-Total-Count": str(total)}
+    if number * size < total:
+        next_url = request.url.include_query_params(page=number + 1, page_size=size)
+        headers["Link"] = f'<{next_url}>; rel="next"'
+    return JSONResponse([code_json(c) for c in codes], headers=headers)
+
+
+@router.delete(
+    "/code/{id}",
+    summary="Delete a code (Moderator); its runs and logs are kept",
+    response_class=Response,
+    responses={200: {"description": "Deleted (empty body)"}},
+)
+async def delete_code(session: SessionDep, principal: CurrentPrincipal, id: str) -> Response:
+    await service.delete_code(session, principal, code_id=id)
+    return Response(status_code=200)

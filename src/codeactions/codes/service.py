@@ -1,0 +1,247 @@
+"""Code rules: which fields and sources are accepted, who may do what, and the CRUD steps."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from codeactions.auth.permissions import authorize
+from codeactions.auth.principals import Principal, Role
+from codeactions.codes import repository
+from codeactions.codes.schemas import CODE_TYPES, LANGUAGES
+from codeactions.config import CodeSettings
+from codeactions.db.models import Code, utcnow
+from codeactions.errors import BadRequest, CodeNotFound, NotFound
+from codeactions.runner.base import CompileError, Runner
+
+# Reads the request's source; raises BadRequest(SOURCE_TOO_BIG) once `max_source_bytes` is reached.
+SourceReader = Callable[[], Awaitable[bytes]]
+# Validates a source for a language at save time (the runner compiles Go); raises BadRequest.
+SourceChecker = Callable[[str, str], Awaitable[None]]
+
+SOURCE_TOO_BIG = "source code is too big"
+TIMEOUT_MIN, TIMEOUT_MAX = 5, 300
+TIMEOUT_MESSAGE = f"timeout must be between {TIMEOUT_MIN} and {TIMEOUT_MAX} seconds"
+NAME_MAX_CHARS = 255  # codes.name VARCHAR(255)
+PROJECT_UUID_MAX_CHARS = 255  # codes.project_uuid VARCHAR(255)
+
+
+def valid_project_uuid(value: str | None) -> str:
+    # NUL cannot reach PostgreSQL (it would fail the query: a 500 for the caller's mistake).
+    if not value or len(value) > PROJECT_UUID_MAX_CHARS or "\x00" in value:
+        raise BadRequest("valid project_uuid is required")
+    return value
+
+
+def valid_type(value: str) -> str:
+    if value not in CODE_TYPES:
+        raise BadRequest(f"code type of ({value}) is not valid")
+    return value
+
+
+def valid_language(value: str) -> str:
+    if value not in LANGUAGES:
+        raise BadRequest(f"language type ({value}) is not valid")
+    return value
+
+
+def valid_name(value: str) -> str:
+    if not value.strip() or "\x00" in value:
+        raise BadRequest("valid name is required")
+    if len(value) > NAME_MAX_CHARS:
+        raise BadRequest(f"name is too long (max {NAME_MAX_CHARS} characters)")
+    return value
+
+
+_DECIMAL = re.compile(r"[0-9]{1,9}")  # plain ASCII digits, as Go's Atoi (no sign, `_` or spaces)
+MAX_PAGE = 1_000_000  # keeps OFFSET far inside a 64-bit integer
+
+
+def parse_page_number(value: str | None, *, name: str, default: int, maximum: int) -> int:
+    """A 1-based `page`/`page_size` query value; anything else is 400 `invalid <name> parameter`."""
+    if value is None or value == "":
+        return default
+    if not _DECIMAL.fullmatch(value) or not 1 <= int(value) <= maximum:
+        raise BadRequest(f"invalid {name} parameter")
+    return int(value)
+
+
+def parse_timeout(value: str | None) -> int | None:
+    """Seconds from the `timeout` query value; None when absent, empty or 0 (the original's unset)."""
+    if value is None or value in ("", "0"):
+        return None
+    if not _DECIMAL.fullmatch(value) or not TIMEOUT_MIN <= int(value) <= TIMEOUT_MAX:
+        raise BadRequest(TIMEOUT_MESSAGE)
+    return int(value)
+
+
+@functools.lru_cache(maxsize=16)
+def _blacklist_pattern(terms: tuple[str, ...]) -> re.Pattern[str] | None:
+    """Whole-word matching: `exec` rejects `exec(x)` but not `execute()` (the original used substrings).
+
+    A boundary is only required on a side where the term itself starts or ends with a word
+    character, so terms such as `os.system` or `__import__(` still match as written.
+    """
+    parts = []
+    for term in terms:
+        if not term:
+            continue
+        head = r"(?<!\w)" if re.match(r"\w", term[0]) else ""
+        tail = r"(?!\w)" if re.match(r"\w", term[-1]) else ""
+        parts.append(head + re.escape(term) + tail)
+    return re.compile("|".join(parts)) if parts else None
+
+
+def checked_source(raw: bytes, settings: CodeSettings) -> str:
+    """The source as text, after the size, encoding and blacklist rules (in the original's order)."""
+    if len(raw) >= settings.max_source_bytes:
+        raise BadRequest(SOURCE_TOO_BIG)
+    try:
+        source = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("source code must be valid UTF-8 text") from None
+    if "\x00" in source:
+        raise BadRequest("source code must be valid UTF-8 text")
+    pattern = _blacklist_pattern(tuple(settings.blacklist))
+    if pattern is not None and pattern.search(source):
+        raise BadRequest("source code contains blacklisted term")
+    return source
+
+
+async def create_code(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    settings: CodeSettings,
+    project_uuid: str | None,
+    name: str | None,
+    type: str | None,
+    language: str | None,
+    timeout_text: str | None,
+    read_source: SourceReader,
+    check_source: SourceChecker | None,
+) -> Code:
+    project = valid_project_uuid(project_uuid)
+    # The caller names the project, so a non-member learns nothing new from a 403.
+    await authorize(session, principal, project, Role.CONTRIBUTOR)
+    code_type = valid_type(type or "")
+    code_language = valid_language(language or "")
+    code_name = valid_name(name or "")
+    seconds = parse_timeout(timeout_text) or settings.default_timeout
+    source = checked_source(await read_source(), settings)
+    if check_source is not None:
+        await check_source(code_language, source)
+    return await repository.add_code(
+        session,
+        project_uuid=project,
+        name=code_name,
+        type=code_type,
+        language=code_language,
+        source=source,
+        timeout_seconds=seconds,
+    )
+
+
+async def _visible_code(
+    session: AsyncSession, principal: Principal, code_id: str, needed: Role
+) -> Code:
+    """The code when the principal holds `needed` in its project; another project's code is a 404."""
+    code = await repository.get_by_any_id(session, code_id)
+    if code is None:
+        raise CodeNotFound()
+    await authorize(session, principal, code.project_uuid, needed, not_member=CodeNotFound())
+    return code
+
+
+async def get_code(session: AsyncSession, principal: Principal, *, code_id: str) -> Code:
+    return await _visible_code(session, principal, code_id, Role.VIEWER)
+
+
+async def update_code(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    settings: CodeSettings,
+    code_id: str,
+    name: str | None,
+    type: str | None,
+    language: str | None,
+    timeout_text: str | None,
+    read_source: SourceReader,
+    check_source: SourceChecker | None,
+) -> Code:
+    """Apply every given field; absent or empty ones (and an empty body) keep the stored value."""
+    code = await _visible_code(session, principal, code_id, Role.CONTRIBUTOR)
+    new_type = valid_type(type) if type else None
+    new_language = valid_language(language) if language else None
+    new_name = valid_name(name) if name else None
+    new_timeout = parse_timeout(timeout_text)
+    raw = await read_source()
+    new_source = checked_source(raw, settings) if raw else None
+
+    language_after = new_language or code.language
+    changed_program = new_source is not None or language_after != code.language
+    if check_source is not None and changed_program:
+        await check_source(language_after, new_source if new_source is not None else code.source)
+
+    if new_type is not None:
+        code.type = new_type
+    if new_language is not None:
+        code.language = new_language
+    if new_name is not None:
+        code.name = new_name
+    if new_timeout is not None:
+        code.timeout = new_timeout
+    if new_source is not None:
+        code.source = new_source
+    code.updated_at = utcnow()
+    await session.flush()
+    return code
+
+
+async def list_codes(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    project_uuid: str | None,
+    code_type: str | None,
+    page: int,
+    page_size: int,
+) -> tuple[list[Code], int]:
+    project = valid_project_uuid(project_uuid)
+    await authorize(session, principal, project, Role.VIEWER)
+    if code_type and code_type not in CODE_TYPES:
+        # The original answered 404 here (its repository validated the filter).
+        raise NotFound(f"code type of ({code_type}) is not valid")
+    return await repository.list_codes(
+        session,
+        project_uuid=project,
+        code_type=code_type or None,
+        offset=(page - 1) * page_size,
+        limit=page_size,
+    )
+
+
+async def delete_code(session: AsyncSession, principal: Principal, *, code_id: str) -> None:
+    """Delete the code; its runs and logs are kept, as in the original."""
+    code = await _visible_code(session, principal, code_id, Role.MODERATOR)
+    await repository.delete_code(session, code)
+
+
+def runner_source_checker(runner: Runner | None) -> SourceChecker | None:
+    """Save-time check through the runner: Go sources must compile; the compiler's message is a 400."""
+    if runner is None:
+        return None
+
+    async def check(language: str, source: str) -> None:
+        if language != "go":
+            return
+        try:
+            await runner.check("go", source)
+        except CompileError as exc:
+            raise BadRequest(str(exc) or "source code does not compile") from None
+
+    return check

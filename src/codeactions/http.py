@@ -1,0 +1,134 @@
+"""HTTP details shared by routes: CORS and OPTIONS as the original's Echo, Go header names, bodies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from codeactions.errors import PayloadTooLarge
+
+ALLOW_METHODS = "GET,HEAD,PUT,PATCH,POST,DELETE"
+# Headers a browser script may read from our answers (pagination and rate limits).
+EXPOSE_HEADERS = (
+    "Link,X-Total-Count,RateLimit-Limit,RateLimit-Remaining,RateLimit-Reset,Retry-After"
+)
+
+
+class CorsMiddleware:
+    """Every OPTIONS request is answered 204 here and never reaches a route (so never runs code).
+
+    Allowed origins (or any, with `*`) get the CORS headers; every other answer gets `Vary: Origin`.
+    Plain ASGI rather than BaseHTTPMiddleware: a client going away must not cancel a run.
+    """
+
+    def __init__(self, app: ASGIApp, *, origins: Iterable[str]) -> None:
+        self.app = app
+        self.origins = frozenset(origins)
+        self.any_origin = "*" in self.origins
+
+    def _allowed(self, origin: str) -> str | None:
+        if not origin:
+            return None
+        if self.any_origin:
+            return "*"
+        return origin if origin in self.origins else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        origin = _header(scope, b"origin")
+        allowed = self._allowed(origin)
+        if scope["method"] == "OPTIONS":
+            await self._preflight(scope, send, allowed)
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"vary", b"Origin"))
+                if allowed:
+                    headers.append((b"access-control-allow-origin", allowed.encode("latin-1")))
+                    headers.append((b"access-control-expose-headers", EXPOSE_HEADERS.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+    async def _preflight(self, scope: Scope, send: Send, allowed: str | None) -> None:
+        headers: list[tuple[bytes, bytes]] = [
+            (b"vary", b"Origin"),
+            (b"vary", b"Access-Control-Request-Method"),
+            (b"vary", b"Access-Control-Request-Headers"),
+        ]
+        if allowed:
+            headers.append((b"access-control-allow-origin", allowed.encode("latin-1")))
+            headers.append((b"access-control-allow-methods", ALLOW_METHODS.encode()))
+            requested = _header(scope, b"access-control-request-headers")
+            if requested:
+                headers.append((b"access-control-allow-headers", requested.encode("latin-1")))
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return ""
+
+
+# Bytes Go's textproto accepts in a header name (RFC 7230 tchar).
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def canonical_header_key(name: str) -> str:
+    """Go's textproto.CanonicalMIMEHeaderKey: `x-api-key` -> `X-Api-Key`; odd names unchanged."""
+    if not name or any(c not in _TOKEN for c in name):
+        return name
+    out = []
+    upper = True
+    for c in name:
+        if upper and "a" <= c <= "z":
+            c = c.upper()
+        elif not upper and "A" <= c <= "Z":
+            c = c.lower()
+        out.append(c)
+        upper = c == "-"
+    return "".join(out)
+
+
+def request_headers(request: Request) -> dict[str, list[str]]:
+    """Every header under its Go name, with all its values; `Host` left out, as Go did."""
+    headers: dict[str, list[str]] = {}
+    for raw_name, raw_value in request.headers.raw:
+        name = canonical_header_key(raw_name.decode("latin-1"))
+        if name == "Host":
+            continue
+        headers.setdefault(name, []).append(raw_value.decode("latin-1"))
+    return headers
+
+
+def first_query_values(request: Request) -> dict[str, str]:
+    """Each query parameter's first value, as the original's `c.QueryParam`."""
+    params: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        params.setdefault(name, value)
+    return params
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it grows past `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdecimal() and int(declared) > limit:
+        raise PayloadTooLarge()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,1 @@
+"""The libraries user code can import."""

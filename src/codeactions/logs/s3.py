@@ -1,0 +1,412 @@
+"""Run logs in S3, in the original's key layout, one object per run instead of one per line.
+
+Layout (spec §4.3): `{prefix}/logs/{YYYY}/{MM}/{DD}/{run_id}/{code_id}/{name}.json`, day = UTC date of
+the run's first log line. The original wrote one object per line named `{log_id}.json` holding one
+CodeLog; we write one object per run named `{batch}_{count}.json` holding a JSON array of CodeLogs,
+and read both. The line count in the name lets a listing count and page lines without reading them.
+
+A line's id is a UUID (version 8) made of the batch id (24 hex digits, starting with the day) and the
+line's index; a small pointer object `{prefix}/logs-index/{YYYY}/{MM}/{DD}/{batch}` holds the batch's
+key. So `get` costs two GETs, instead of the original's listing of 30 days of every tenant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import aioboto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from codeactions.config import LogSettings
+from codeactions.logs.store import LogEntry, LogQuery
+
+# How far back a listing by code looks (the original's list window; its count used 30 days, §9.14).
+CODE_LIST_DAYS = 7
+# How far back a listing by run looks when the caller does not know the run's day.
+RUN_LIST_DAYS = 7
+# Parallel GETs when a page needs several objects.
+READ_CONCURRENCY = 16
+# Objects listed (and deleted) per request: each batch goes with its pointer, and DeleteObjects
+# takes at most 1000 keys.
+DELETE_BATCH = 500
+
+EPOCH = date(1970, 1, 1)
+_BATCH_NAME = re.compile(r"^([0-9a-f]{24})_(\d+)$")
+_SEGMENT = re.compile(r"^[0-9A-Za-z_.-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class _Object:
+    key: str
+    code_id: str
+    last_modified: datetime
+    lines: int  # log lines the object holds: its count, or 1 for the original's per-line objects
+
+
+def _day_path(day: date) -> str:
+    return day.strftime("%Y/%m/%d")
+
+
+def _segment(value: str, what: str) -> str:
+    """A run or code id used as a key segment; anything else could escape its prefix."""
+    if not _SEGMENT.fullmatch(value) or value in {".", ".."}:
+        raise ValueError(f"invalid {what} for a log key: {value!r}")
+    return value
+
+
+def _entry(data: dict[str, Any], seq: int) -> LogEntry:
+    created = datetime.fromisoformat(str(data.get("created_at") or "1970-01-01T00:00:00+00:00"))
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return LogEntry(
+        id=str(data.get("id", "")),
+        run_id=str(data.get("run_id", "")),
+        code_id=str(data.get("code_id", "")),
+        type=str(data.get("type", "")),
+        content=str(data.get("content", "")),
+        seq=seq,
+        created_at=created,
+    )
+
+
+def _new_batch_id(day: date) -> str:
+    """24 hex digits: the day (16 bits), then random bits, with UUID version 8 and variant bits."""
+    digits = f"{(day - EPOCH).days:04x}" + uuid.uuid4().hex[:20]
+    return digits[:12] + "8" + digits[13:16] + "89ab"[int(digits[16], 16) % 4] + digits[17:24]
+
+
+def _line_id(batch: str, n: int) -> str:
+    return str(uuid.UUID(f"{batch}{n:08x}"))
+
+
+def _batch_day(batch: str) -> date:
+    return EPOCH + timedelta(days=int(batch[:4], 16))
+
+
+def _newest_first(entries: Iterable[LogEntry]) -> list[LogEntry]:
+    return sorted(entries, key=lambda e: (e.created_at, e.seq), reverse=True)
+
+
+class S3LogStore:
+    def __init__(self, settings: LogSettings) -> None:
+        self._settings = settings
+        self._bucket = settings.s3_bucket
+        base = settings.s3_prefix.strip("/")
+        # `{prefix}/logs`; an empty prefix gives "/logs", as the original wrote it.
+        self._root = f"{base}/logs"
+        self._index = f"{base}/logs-index"
+        # Logs written when the endpoint URL included the bucket live under `{bucket}/{prefix}/logs`;
+        # the original looked there first when the bucket name has a "-" (spec §4.3).
+        self._read_roots = [self._root]
+        if "-" in self._bucket:
+            legacy = "/".join(part for part in (self._bucket, base, "logs") if part)
+            self._read_roots.insert(0, legacy)
+        self._session = aioboto3.Session()
+        self._stack = AsyncExitStack()
+        self._client: Any = None
+        self._opening = asyncio.Lock()
+
+    async def _s3(self) -> Any:
+        if self._client is None:
+            async with self._opening:
+                if self._client is None:
+                    self._client = await self._stack.enter_async_context(self._new_client())
+        return self._client
+
+    def _new_client(self) -> Any:
+        s = self._settings
+        config = Config(
+            # A custom endpoint (MinIO, LocalStack) needs path-style, as the original set it.
+            s3={"addressing_style": "path" if s.s3_endpoint else "auto"},
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=30,
+            max_pool_connections=READ_CONCURRENCY * 2,
+        )
+        kwargs: dict[str, Any] = {"region_name": s.s3_region, "config": config}
+        if s.s3_endpoint:
+            kwargs["endpoint_url"] = s.s3_endpoint
+        # Static keys only when given: otherwise the default chain (IAM role, web identity) applies,
+        # which the original's always-set defaults prevented.
+        if s.s3_access_key_id:
+            kwargs["aws_access_key_id"] = s.s3_access_key_id
+            kwargs["aws_secret_access_key"] = s.s3_secret_access_key
+        return self._session.client("s3", **kwargs)
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    async def write(self, entries: list[LogEntry]) -> None:
+        """One PUT per run (per run and code spelling); gives each line its locating id."""
+        groups: dict[tuple[str, str], list[LogEntry]] = {}
+        for entry in entries:
+            groups.setdefault((entry.run_id, entry.code_id), []).append(entry)
+        await asyncio.gather(*(self._put_batch(lines) for lines in groups.values()))
+
+    async def _put_batch(self, lines: list[LogEntry]) -> None:
+        first = lines[0]
+        run_id = _segment(first.run_id, "run id")
+        code_id = _segment(first.code_id, "code id")
+        day = first.created_at.astimezone(UTC).date()
+        batch = _new_batch_id(day)
+        for n, entry in enumerate(lines):
+            entry.id = _line_id(batch, n)
+        key = f"{self._root}/{_day_path(day)}/{run_id}/{code_id}/{batch}_{len(lines)}.json"
+        body = json.dumps([e.as_json() for e in lines], ensure_ascii=False).encode()
+        types = ",".join(dict.fromkeys(e.type for e in lines))
+        s3 = await self._s3()
+        await s3.put_object(
+            Bucket=self._bucket,
+            Key=key,
+            Body=body,
+            ContentType="application/json",
+            Metadata={
+                "run-id": run_id,
+                "code-id": code_id,
+                "log-type": types,
+                "created-at": first.created_at.astimezone(UTC).isoformat(),
+                "log-count": str(len(lines)),
+            },
+        )
+        # Written after the batch: a pointer never names a missing object (save a failed PUT).
+        await s3.put_object(
+            Bucket=self._bucket,
+            Key=self._pointer(batch),
+            Body=key.encode(),
+            ContentType="text/plain",
+        )
+
+    def _pointer(self, batch: str) -> str:
+        return f"{self._index}/{_day_path(_batch_day(batch))}/{batch}"
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def _pages(self, prefix: str, size: int = 1000) -> AsyncIterator[list[_Object]]:
+        """Log objects under `prefix`, one LIST page (up to `size` keys) at a time."""
+        s3 = await self._s3()
+        paginator = s3.get_paginator("list_objects_v2")
+        pages = paginator.paginate(
+            Bucket=self._bucket, Prefix=prefix, PaginationConfig={"PageSize": size}
+        )
+        async for page in pages:
+            objects = []
+            for item in page.get("Contents", []):
+                key: str = item["Key"]
+                parts = key.rsplit("/", 3)  # [..day, run_id, code_id, name]
+                if len(parts) != 4 or not parts[3].endswith(".json"):
+                    continue
+                match = _BATCH_NAME.fullmatch(parts[3][: -len(".json")])
+                objects.append(
+                    _Object(
+                        key=key,
+                        code_id=parts[2],
+                        last_modified=item["LastModified"],
+                        lines=int(match[2]) if match else 1,
+                    )
+                )
+            yield objects
+
+    async def _objects(self, prefix: str) -> list[_Object]:
+        return [o async for page in self._pages(prefix) for o in page]
+
+    async def _read(self, key: str) -> list[LogEntry]:
+        s3 = await self._s3()
+        response = await s3.get_object(Bucket=self._bucket, Key=key)
+        async with response["Body"] as stream:
+            data = json.loads(await stream.read())
+        items = data if isinstance(data, list) else [data]
+        return [_entry(item, n) for n, item in enumerate(items) if isinstance(item, dict)]
+
+    async def _read_all(self, keys: list[str]) -> list[list[LogEntry]]:
+        limit = asyncio.Semaphore(READ_CONCURRENCY)
+
+        async def one(key: str) -> list[LogEntry]:
+            async with limit:
+                try:
+                    return await self._read(key)
+                except ClientError as exc:  # deleted between list and get
+                    if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+                        return []
+                    raise
+
+        return list(await asyncio.gather(*(one(k) for k in keys)))
+
+    async def get(self, log_id: str) -> LogEntry | None:
+        try:
+            digits = uuid.UUID(log_id).hex
+        except ValueError:
+            return None
+        if digits[12] != "8":
+            # The original's ids (uuid4) say nothing about where their object is, and finding one
+            # means listing 30 days of every tenant: those lines stay readable through their run's
+            # listing, not by id.
+            return None
+        batch, n = digits[:24], int(digits[24:], 16)
+        s3 = await self._s3()
+        try:
+            pointer = await s3.get_object(Bucket=self._bucket, Key=self._pointer(batch))
+            async with pointer["Body"] as stream:
+                key = (await stream.read()).decode()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+                return None
+            raise
+        lines = (await self._read_all([key]))[0]
+        if n < len(lines) and lines[n].id == str(uuid.UUID(log_id)):
+            return lines[n]
+        return None
+
+    async def list(self, query: LogQuery) -> tuple[builtins.list[LogEntry], int]:
+        page = max(1, query.page)
+        start = (page - 1) * query.page_size
+        if query.run_id is not None:
+            return await self._list_run(query, start)
+        if query.code_ids:
+            return await self._list_code(query, start)
+        return [], 0
+
+    async def _list_run(self, query: LogQuery, start: int) -> tuple[builtins.list[LogEntry], int]:
+        """A run's logs: LISTs on that run's own prefix, on its day and the next (midnight)."""
+        assert query.run_id is not None
+        try:
+            run_id = _segment(query.run_id, "run id")
+        except ValueError:
+            return [], 0
+        if query.run_created_at is not None:
+            first = query.run_created_at.astimezone(UTC).date()
+            days = [first, first + timedelta(days=1)]
+        else:
+            today = datetime.now(UTC).date()
+            days = [today - timedelta(days=n) for n in range(RUN_LIST_DAYS)]
+        prefixes = [f"{root}/{_day_path(d)}/{run_id}/" for d in days for root in self._read_roots]
+        listed = await asyncio.gather(*(self._objects(p) for p in prefixes))
+        objects = [o for found in listed for o in found]
+        if query.code_ids:
+            # Both spellings of the code (UUID and ObjectID): the original looked under the run's
+            # code_id only and missed logs of runs invoked by ObjectID (spec §4.3).
+            objects = [o for o in objects if o.code_id in query.code_ids]
+        lines = [
+            e
+            for batch in await self._read_all([o.key for o in objects])
+            for e in batch
+            if e.run_id == run_id and (not query.code_ids or e.code_id in query.code_ids)
+        ]
+        lines = _newest_first(lines)
+        return lines[start : start + query.page_size], len(lines)
+
+    async def _list_code(self, query: LogQuery, start: int) -> tuple[builtins.list[LogEntry], int]:
+        """A code's logs of the last CODE_LIST_DAYS days.
+
+        Keys carry no tenant above the run id, so this lists each day's keys of every tenant (one
+        LIST per 1000 objects, i.e. per 1000 runs since a run is one object) and keeps the code's;
+        the total comes from the counts in the names, and only the objects holding the requested
+        page are read. Objects are ordered by write time, lines within one by creation time.
+        """
+        today = datetime.now(UTC).date()
+        days = [today - timedelta(days=n) for n in range(CODE_LIST_DAYS)]
+        prefixes = [f"{root}/{_day_path(d)}/" for d in days for root in self._read_roots]
+        listed = await asyncio.gather(*(self._objects(p) for p in prefixes))
+        objects = sorted(
+            (o for found in listed for o in found if o.code_id in query.code_ids),
+            key=lambda o: (o.last_modified, o.key),
+            reverse=True,
+        )
+        total = sum(o.lines for o in objects)
+        end = start + query.page_size
+        wanted: builtins.list[_Object] = []
+        skipped = 0
+        position = 0
+        for obj in objects:
+            if position + obj.lines <= start:
+                skipped += obj.lines
+            elif position < end:
+                wanted.append(obj)
+            position += obj.lines
+        lines = [
+            e
+            for batch in await self._read_all([o.key for o in wanted])
+            for e in _newest_first(batch)
+        ]
+        return lines[start - skipped : end - skipped], total
+
+    # -- retention -------------------------------------------------------------------------------
+
+    async def _children(self, prefix: str) -> builtins.list[str]:
+        """Sub-"folders" of `prefix` (years, months, days): a few cheap delimited LISTs."""
+        s3 = await self._s3()
+        names: builtins.list[str] = []
+        paginator = s3.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix, Delimiter="/"):
+            for common in page.get("CommonPrefixes", []):
+                names.append(common["Prefix"][len(prefix) :].rstrip("/"))
+        return names
+
+    async def _days(self, root: str, until: date) -> builtins.list[tuple[date, str]]:
+        """Day prefixes that exist under `root` up to `until`, oldest first."""
+        days: builtins.list[tuple[date, str]] = []
+        for year in sorted(await self._children(f"{root}/")):
+            if not year.isdigit() or int(year) > until.year:
+                continue
+            for month in sorted(await self._children(f"{root}/{year}/")):
+                for day in sorted(await self._children(f"{root}/{year}/{month}/")):
+                    try:
+                        when = date(int(year), int(month), int(day))
+                    except ValueError:
+                        continue
+                    if when <= until:
+                        days.append((when, f"{root}/{year}/{month}/{day}/"))
+        return sorted(days)
+
+    async def delete_older(self, before: datetime, limit: int) -> int:
+        """Delete objects of days before `before` (and older objects of its day), oldest first.
+
+        Counts log lines (an object's count) and deletes whole objects, so it can go past `limit`
+        by less than one run's lines; callers loop until fewer than `limit` went.
+        """
+        before = before.astimezone(UTC)
+        s3 = await self._s3()
+        deleted = 0
+        candidates: builtins.list[tuple[date, str]] = []
+        for root in self._read_roots:
+            candidates.extend(await self._days(root, before.date()))
+        for day, prefix in sorted(candidates):
+            # Page by page: a call costs about one LIST per page of objects it deletes, however big
+            # the day is, and the next call finds the remaining objects on the first page again.
+            async for page in self._pages(prefix, DELETE_BATCH):
+                doomed: builtins.list[str] = []
+                lines = 0
+                for obj in page:
+                    if deleted + lines >= limit:
+                        break
+                    if day < before.date() or obj.last_modified < before:
+                        doomed.append(obj.key)
+                        lines += obj.lines
+                        batch = _BATCH_NAME.fullmatch(obj.key.rsplit("/", 1)[1][: -len(".json")])
+                        if batch:
+                            doomed.append(self._pointer(batch[1]))
+                if doomed:
+                    await s3.delete_objects(
+                        Bucket=self._bucket,
+                        Delete={"Objects": [{"Key": key} for key in doomed], "Quiet": True},
+                    )
+                    deleted += lines
+                if deleted >= limit:
+                    return deleted
+        return deleted
+
+    async def ping(self) -> None:
+        s3 = await self._s3()
+        await s3.head_bucket(Bucket=self._bucket)
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+        self._client = None

@@ -1,0 +1,108 @@
+"""Reading run logs: which logs a principal may see (members of the code's project only)."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from codeactions.auth.permissions import authorize
+from codeactions.auth.principals import Principal, Role
+from codeactions.codes.repository import get_by_any_id, is_object_id, parse_uuid
+from codeactions.codes.service import MAX_PAGE, parse_page_number
+from codeactions.db.models import Code, CodeRun
+from codeactions.errors import BadRequest, CodeNotFound, LogNotFound
+from codeactions.logs.schemas import PAGE_SIZE
+from codeactions.logs.store import LogEntry, LogQuery, LogStore
+from codeactions.runs.repository import get_run_by_any_id
+
+
+def _is_id(value: str) -> bool:
+    return parse_uuid(value) is not None or is_object_id(value)
+
+
+def _spellings(code: Code) -> tuple[str, ...]:
+    """Logs of a run invoked by ObjectID carry the ObjectID: look under both ids of the code."""
+    return (str(code.id), code.mongo_object_id) if code.mongo_object_id else (str(code.id),)
+
+
+async def _code_of_run(session: AsyncSession, run: CodeRun) -> Code | None:
+    for key in (str(run.code_id) if run.code_id else None, run.code_mongo_id):
+        if key:
+            code = await get_by_any_id(session, key)
+            if code is not None:
+                return code
+    return None
+
+
+async def get_log(
+    session: AsyncSession, principal: Principal, store: LogStore, *, log_id: str
+) -> LogEntry:
+    """One log line; readable by the members of its run's code's project (others get a 404)."""
+    entry = await store.get(log_id) if _is_id(log_id) else None
+    if entry is None:
+        raise LogNotFound()
+    if principal.sees_all_projects:
+        return entry
+    code = None
+    run = await get_run_by_any_id(session, entry.run_id)
+    if run is not None:
+        code = await _code_of_run(session, run)
+    if code is None and _is_id(entry.code_id):
+        code = await get_by_any_id(session, entry.code_id)
+    if code is None:
+        raise LogNotFound()
+    await authorize(session, principal, code.project_uuid, Role.VIEWER, not_member=LogNotFound())
+    return entry
+
+
+async def list_logs(
+    session: AsyncSession,
+    principal: Principal,
+    store: LogStore,
+    *,
+    run_id: str | None,
+    code_id: str | None,
+    page: str | None,
+) -> tuple[list[LogEntry], int, int]:
+    """A page of a run's or a code's logs, newest first: (entries, total, page)."""
+    if not run_id and not code_id:
+        raise BadRequest("valid run_id or code_id is required")
+    # The original panicked on page <= 0 and read garbage as 0.
+    number = parse_page_number(page, name="page", default=1, maximum=MAX_PAGE)
+
+    run = await get_run_by_any_id(session, run_id) if run_id else None
+    if run_id and run is None:
+        raise BadRequest("coderun not found")  # the original's status and text
+    run_code = await _code_of_run(session, run) if run is not None else None
+    named_code = await get_by_any_id(session, code_id) if code_id else None
+
+    if not principal.sees_all_projects:
+        owner = run_code if run is not None else named_code
+        if owner is None:
+            raise CodeNotFound()
+        await authorize(
+            session, principal, owner.project_uuid, Role.VIEWER, not_member=CodeNotFound()
+        )
+
+    code_ids: tuple[str, ...]
+    if code_id:
+        if named_code is not None:
+            code_ids = _spellings(named_code)
+        elif _is_id(code_id):
+            code_ids = (code_id,)  # a deleted code's logs are kept; admins may still read them
+        else:
+            return [], 0, number
+    elif run_code is not None:
+        code_ids = _spellings(run_code)
+    else:
+        assert run is not None
+        code_ids = tuple(k for k in (str(run.code_id or ""), run.code_mongo_id or "") if k)
+
+    query = LogQuery(
+        run_id=str(run.id) if run is not None else None,
+        code_ids=code_ids,
+        run_created_at=run.created_at if run is not None else None,
+        page=number,
+        page_size=PAGE_SIZE,
+    )
+    entries, total = await store.list(query)
+    return entries, total, number

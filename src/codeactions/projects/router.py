@@ -1,0 +1,97 @@
+"""HTTP routes for projects and their members, so a deployment without RabbitMQ is complete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
+
+from codeactions.auth.dependencies import CurrentAdmin, CurrentPrincipal
+from codeactions.auth.permissions import authorize
+from codeactions.auth.principals import Role
+from codeactions.db.session import SessionDep
+from codeactions.errors import ProjectNotFound
+from codeactions.projects import service
+from codeactions.projects.schemas import PermissionOut, ProjectIn, ProjectOut, RoleIn
+
+router = APIRouter(prefix="/projects", tags=["projects"])
+
+ProjectUuid = Annotated[str, Path(min_length=1, max_length=255)]
+Email = Annotated[str, Path(min_length=1, max_length=255)]
+
+_ERRORS: dict[int | str, dict[str, str]] = {
+    400: {"description": "Invalid request"},
+    401: {"description": "Missing or invalid credentials"},
+    403: {"description": "Role too low"},
+    404: {"description": "Not found, or not a member of the project"},
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a project (admin); an existing uuid answers 200 with it",
+    responses={200: {"description": "Already existed", "model": ProjectOut}, **_ERRORS},
+)
+async def create_project(
+    body: ProjectIn, _admin: CurrentAdmin, session: SessionDep, response: Response
+) -> ProjectOut:
+    project, created = await service.ensure_project(session, uuid=body.uuid, name=body.name)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return ProjectOut.model_validate(project)
+
+
+@router.get("/{project_uuid}", summary="A project (members)", responses=_ERRORS)
+async def get_project(
+    project_uuid: ProjectUuid, principal: CurrentPrincipal, session: SessionDep
+) -> ProjectOut:
+    await authorize(session, principal, project_uuid, Role.VIEWER, not_member=ProjectNotFound())
+    project = await service.get_project(session, uuid=project_uuid)
+    if project is None:
+        raise ProjectNotFound()
+    return ProjectOut.model_validate(project)
+
+
+@router.get(
+    "/{project_uuid}/permissions", summary="The project's members (moderators)", responses=_ERRORS
+)
+async def list_permissions(
+    project_uuid: ProjectUuid, principal: CurrentPrincipal, session: SessionDep
+) -> list[PermissionOut]:
+    await authorize(session, principal, project_uuid, Role.MODERATOR, not_member=ProjectNotFound())
+    permissions = await service.list_permissions(session, project_uuid=project_uuid)
+    return [PermissionOut.model_validate(p) for p in permissions]
+
+
+@router.put(
+    "/{project_uuid}/permissions/{email}",
+    summary="Give a member a role, adding the member if needed (moderators)",
+    responses=_ERRORS,
+)
+async def put_permission(
+    project_uuid: ProjectUuid,
+    email: Email,
+    body: RoleIn,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+) -> PermissionOut:
+    await authorize(session, principal, project_uuid, Role.MODERATOR, not_member=ProjectNotFound())
+    permission = await service.grant_role(
+        session, project_uuid=project_uuid, email=email, role=body.role
+    )
+    return PermissionOut.model_validate(permission)
+
+
+@router.delete(
+    "/{project_uuid}/permissions/{email}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Remove a member (moderators)",
+    responses=_ERRORS,
+)
+async def delete_permission(
+    project_uuid: ProjectUuid, email: Email, principal: CurrentPrincipal, session: SessionDep
+) -> Response:
+    await authorize(session, principal, project_uuid, Role.MODERATOR, not_member=ProjectNotFound())
+    await service.remove_member(session, project_uuid=project_uuid, email=email)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,104 @@
+"""Rules for projects and their members' roles; used by the HTTP routes and the RabbitMQ consumers.
+
+Emails are stored stripped and lowercased and compared case-insensitively (see
+`normalize_email`), so `Ana@X.org` from one source and `ana@x.org` from another are one member.
+Permissions do not require a `projects` row: the original never required one, and older projects
+only exist through their permissions.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from codeactions.auth.principals import Role, normalize_email
+from codeactions.db.models import Project, UserPermission
+from codeactions.errors import BadRequest, PermissionNotFound
+from codeactions.projects import repository
+
+MAX_LENGTH = 255  # the columns' VARCHAR(255)
+ROLE_ERROR = "role must be 1 (viewer), 2 (contributor) or 3 (moderator)"
+
+
+def _text(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(f"{what} is required")
+    value = value.strip()
+    if len(value) > MAX_LENGTH:
+        raise BadRequest(f"{what} is longer than {MAX_LENGTH} characters")
+    return value
+
+
+def _email(email: object) -> str:
+    return normalize_email(_text(email, "email"))
+
+
+def _role(role: object) -> int:
+    # bool is an int in Python; `true` is not a role.
+    if (
+        isinstance(role, bool)
+        or not isinstance(role, int)
+        or not Role.VIEWER <= role <= Role.MODERATOR
+    ):
+        raise BadRequest(ROLE_ERROR)
+    return role
+
+
+async def ensure_project(session: AsyncSession, *, uuid: str, name: str) -> tuple[Project, bool]:
+    """The project with this uuid, created if missing; True when it was created now."""
+    uuid = _text(uuid, "uuid")
+    name = _text(name, "name")
+    created = await repository.insert_project_if_missing(session, uuid=uuid, name=name)
+    project = await repository.get_project(session, uuid=uuid)
+    assert project is not None  # inserted above or already there
+    return project, created
+
+
+async def create_project(session: AsyncSession, *, uuid: str, name: str) -> Project:
+    """Idempotent: an existing uuid returns the stored project unchanged."""
+    project, _ = await ensure_project(session, uuid=uuid, name=name)
+    return project
+
+
+async def get_project(session: AsyncSession, *, uuid: str) -> Project | None:
+    return await repository.get_project(session, uuid=uuid)
+
+
+async def list_permissions(session: AsyncSession, *, project_uuid: str) -> list[UserPermission]:
+    return await repository.list_permissions(session, project_uuid=project_uuid)
+
+
+async def add_permission(
+    session: AsyncSession, *, project_uuid: str, email: str, role: int
+) -> bool:
+    """Insert the member unless present; False (and nothing changed) when it already existed."""
+    return await repository.insert_permission_if_missing(
+        session,
+        project_uuid=_text(project_uuid, "project uuid"),
+        email=_email(email),
+        role=_role(role),
+    )
+
+
+async def grant_role(
+    session: AsyncSession, *, project_uuid: str, email: str, role: int
+) -> UserPermission:
+    """Give the member this role, adding the member if needed."""
+    return await repository.upsert_permission(
+        session,
+        project_uuid=_text(project_uuid, "project uuid"),
+        email=_email(email),
+        role=_role(role),
+    )
+
+
+async def revoke_role(session: AsyncSession, *, project_uuid: str, email: str) -> bool:
+    """Remove the member; False when it was not a member."""
+    return await repository.delete_permission(
+        session, project_uuid=_text(project_uuid, "project uuid"), email=_email(email)
+    )
+
+
+async def remove_member(session: AsyncSession, *, project_uuid: str, email: str) -> None:
+    """As `revoke_role`, for callers that must report an absent member (HTTP DELETE)."""
+    if not await revoke_role(session, project_uuid=project_uuid, email=email):
+        raise PermissionNotFound()

@@ -1,0 +1,313 @@
+"""The `Run(engine)` contract user Python code sees (spec §2.2.3), run inside a sandboxed child.
+
+Stdlib only: the zygote imports this module before forking, so it must stay small. A child gets
+the request as one JSON object and reports on fd 3 as JSON lines (log, result, error).
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import linecache
+import os
+import sys
+import threading
+import traceback
+import types
+from typing import Any
+
+PROTOCOL_FD = 3
+USER_FILE = "action.py"
+
+
+class Channel:
+    """Writes protocol lines on fd 3 as they happen, so nothing is lost if the run is killed."""
+
+    def __init__(self, fd: int = PROTOCOL_FD) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = (json.dumps(message, ensure_ascii=False) + "\n").encode("utf-8", "replace")
+        with self._lock:
+            view = memoryview(data)
+            while view:
+                try:
+                    written = os.write(self._fd, view)
+                except InterruptedError:
+                    continue
+                view = view[written:]
+
+
+class _BinaryLogStream:
+    def __init__(self, text: LogStream) -> None:
+        self._text = text
+
+    def write(self, data: bytes) -> int:
+        self._text.write(bytes(data).decode("utf-8", "replace"))
+        return len(data)
+
+    def flush(self) -> None:
+        self._text.flush()
+
+
+class LogStream(io.TextIOBase):
+    """sys.stdout / sys.stderr of the child: each line becomes a log on the protocol channel, so
+    print() output keeps its order with engine.log calls. (Subprocesses still write to fd 1/2.)"""
+
+    # Longer pieces without a newline are sent in parts: the child never holds a huge line.
+    MAX_PENDING = 32768
+
+    def __init__(self, channel: Channel, level: str, fd: int) -> None:
+        self._channel = channel
+        self._level = level
+        self._fd = fd
+        self._pending = ""
+        self.buffer = _BinaryLogStream(self)
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        data = self._pending + text
+        lines = data.split("\n")
+        self._pending = lines.pop()
+        for line in lines:
+            self._send(line)
+        while len(self._pending) > self.MAX_PENDING:
+            self._send(self._pending[: self.MAX_PENDING])
+            self._pending = self._pending[self.MAX_PENDING :]
+        return len(text)
+
+    def _send(self, line: str) -> None:
+        self._channel.send({"t": "log", "level": self._level, "msg": line})
+
+    def flush(self) -> None:
+        """Partial lines wait for their newline; `close_line` sends them at the end."""
+
+    def close_line(self) -> None:
+        if self._pending:
+            line, self._pending = self._pending, ""
+            self._send(line)
+
+
+class Params:
+    def __init__(self, params: dict[str, str]) -> None:
+        self._params = params
+
+    def get(self, key: str) -> str | None:
+        return self._params.get(key)
+
+    def items(self) -> Any:
+        return self._params.items()
+
+
+class Header:
+    def __init__(self, header: dict[str, list[str]]) -> None:
+        self._header = header
+
+    def get(self, name: str) -> str:
+        values = self._header.get(name)
+        return values[0] if values else ""
+
+    def items(self) -> Any:
+        return self._header.items()
+
+
+class Log:
+    def __init__(self, channel: Channel, run_id: str, code_id: str, max_chars: int) -> None:
+        self._runId = run_id
+        self._codeId = code_id
+        self._log_queue: list[dict[str, str]] = []
+        self._channel = channel
+        self._max_chars = max_chars
+        self._count = 0
+
+    def _process_log(self, level: str, content: Any) -> str:
+        text = str(content)[: self._max_chars]
+        self._count += 1
+        self._channel.send({"t": "log", "level": level, "msg": text})
+        return f"queued_log_{self._count}"
+
+    def debug(self, content: Any = "") -> str:
+        return self._process_log("debug", content)
+
+    def info(self, content: Any = "") -> str:
+        return self._process_log("info", content)
+
+    def error(self, content: Any = "") -> str:
+        return self._process_log("error", content)
+
+    def flush_logs(self) -> None:
+        """Kept for compatibility: logs are already sent as they are written."""
+
+
+class Result:
+    def __init__(self, channel: Channel, run_id: str) -> None:
+        self._runId = run_id
+        self._result = ""
+        self._extra: dict[str, Any] = {"status_code": 200, "content_type": "text"}
+        self._channel = channel
+
+    def set(self, value: Any = "", status_code: Any = 200, content_type: Any = "text") -> None:
+        if isinstance(value, str):
+            text = value
+        else:
+            try:
+                text = json.dumps(value)
+            except Exception:
+                text = str(value)
+        if not isinstance(status_code, int | str) or isinstance(status_code, bool):
+            status_code = str(status_code)
+        self._result = text
+        self._extra = {"status_code": status_code, "content_type": str(content_type)}
+        self._channel.send(
+            {
+                "t": "result",
+                "value": text,
+                "status_code": status_code,
+                "content_type": str(content_type),
+            }
+        )
+
+    def save(self) -> None:
+        """Kept for compatibility: `set` already reports the result."""
+
+
+class Request:
+    def __init__(self, params: Params, body: str, header: Header, log: Log) -> None:
+        self.params = params
+        self.body = body
+        self.header = header
+        # The original gave a separate logger whose lines were lost; ours keeps them.
+        self.log = log
+
+
+class Engine:
+    def __init__(self, request: dict[str, Any], channel: Channel) -> None:
+        run_id = str(request.get("run_id", ""))
+        code_id = str(request.get("code_id", ""))
+        self.params = Params(dict(request.get("params") or {}))
+        self.body = str(request.get("body") or "").strip()
+        self.header = Header({k: list(v) for k, v in (request.get("headers") or {}).items()})
+        self.log = Log(channel, run_id, code_id, int(request.get("max_log_chars") or 8000))
+        self.result = Result(channel, run_id)
+        self.request = Request(self.params, self.body, self.header, self.log)
+        self.method = str(request.get("method") or "POST")
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback limited to the user's frames: no engine internals, no server paths."""
+    tb_exc = traceback.TracebackException.from_exception(exc)
+    frames = [frame for frame in tb_exc.stack if frame.filename == USER_FILE]
+    tb_exc.stack = traceback.StackSummary.from_list(frames)
+    # Chained exceptions (raise ... from ...) keep their own user frames only, too.
+    for chained in (tb_exc.__cause__, tb_exc.__context__):
+        if chained is not None:
+            chained.stack = traceback.StackSummary.from_list(
+                [frame for frame in chained.stack if frame.filename == USER_FILE]
+            )
+    return "".join(tb_exc.format()).rstrip()
+
+
+def _error_kind(exc: BaseException) -> str:
+    if isinstance(exc, MemoryError):
+        return "memory"
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+        return "file_size"
+    return "exception"
+
+
+def _flush_std() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+            if isinstance(stream, LogStream):
+                stream.close_line()
+        except Exception:
+            pass
+
+
+def _fail(channel: Channel, exc: BaseException, message: str | None = None) -> int:
+    try:
+        text = message if message is not None else _user_traceback(exc)
+    except Exception:
+        text = f"{type(exc).__name__}: {exc}"
+    _flush_std()
+    channel.send({"t": "error", "kind": _error_kind(exc), "message": text})
+    return 1
+
+
+def execute(request: dict[str, Any], channel: Channel) -> int:
+    """Load the user's module as `action`, call `Run(engine)`; returns the exit code."""
+    source = str(request.get("source") or "")
+    try:
+        engine = Engine(request, channel)
+        module = types.ModuleType("action")
+        module.__file__ = USER_FILE
+        sys.modules["action"] = module
+        linecache.cache[USER_FILE] = (len(source), None, source.splitlines(True), USER_FILE)
+        code = compile(source, USER_FILE, "exec")
+        exec(code, module.__dict__)
+        run = module.__dict__.get("Run")
+        if not callable(run):
+            _flush_std()
+            channel.send(
+                {
+                    "t": "error",
+                    "kind": "exception",
+                    "message": "the code does not define a function Run(engine)",
+                }
+            )
+            return 1
+        run(engine)
+    except SystemExit as exc:
+        if exc.code in (None, 0):
+            _flush_std()
+            return 0
+        return _fail(channel, exc, f"SystemExit: {exc.code}")
+    except BaseException as exc:
+        return _fail(channel, exc)
+    _flush_std()
+    return 0
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def serve(stdin_fd: int = 0) -> None:
+    """Child entry point: read the request from stdin until EOF, run it, exit."""
+    channel = Channel()
+    sys.stdout = sys.__stdout__ = LogStream(channel, "info", 1)
+    sys.stderr = sys.__stderr__ = LogStream(channel, "error", 2)
+    try:
+        request = json.loads(_read_all(stdin_fd))
+    except Exception as exc:
+        channel.send({"t": "error", "kind": "runner", "message": f"bad request: {exc}"})
+        os._exit(2)
+    code = execute(request, channel)
+    _flush_std()
+    # Announce the end before exiting: tearing down the process and its namespaces takes the
+    # kernel a few milliseconds the caller need not wait for.
+    channel.send({"t": "done", "code": code})
+    # os._exit: no atexit hooks or lingering threads keep a finished run alive.
+    os._exit(code)

@@ -1,0 +1,1257 @@
+"""Runner supervisor: owns the sandbox slots and runs each request in a pre-forked sandboxed child.
+
+Stdlib only, started by the API as `python -I supervisor.py <fd>` with an empty environment.
+Talks to the API over the stream socket <fd>: frames of a 4-byte big-endian length and a JSON
+object, multiplexed by request id.
+
+  API -> supervisor   {"op": "init", "settings": {...}, "max_log_chars": n}   (first frame)
+                      {"op": "run", "id": str, "request": {...}}
+                      {"op": "compile", "id": str, "source": str}
+  supervisor -> API   {"op": "ready", "status": {...}}
+                      {"op": "done", "id": str, "outcome": {...}}
+                      {"op": "compiled", "id": str, "error": str|null, "runner_error": str|null}
+                      {"op": "warning", "message": str}
+
+Per slot: a uid, a private dir, cgroups (memory, pids, cpu) where the kernel allows, and one
+spare child forked by the zygote ahead of demand. A run only hands its request to that spare.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import heapq
+import itertools
+import json
+import os
+import resource
+import selectors
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+ENGINES_DIR = os.path.dirname(os.path.abspath(__file__))
+CHAIN_PREFIX = "CODEACTIONS-"  # one chain per uid range: runners with other ranges coexist
+BLOCKED_V4 = [
+    "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+    "0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
+]
+BLOCKED_V6 = ["::1/128", "::/128", "::ffff:0:0/96", "fc00::/7", "fe80::/10", "ff00::/8", "64:ff9b::/96"]
+CHILD_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+CLEAN_STEP = 0.002
+SANDBOX_GO_DIR = "/run/codeactions-go"
+MB = 1024 * 1024
+READ_SIZE = 65536
+
+
+def log(message: str) -> None:
+    """Diagnostics for operators go to stderr (the API logs them); never user data."""
+    sys.stderr.write(f"codeactions-supervisor: {message}\n")
+    sys.stderr.flush()
+
+
+# --------------------------------------------------------------------------- cgroups
+
+
+class Cgroups:
+    """Per-slot cgroups: v1 (memory, pids, cpu hierarchies) or v2 (unified), or none."""
+
+    def __init__(self, slots: int, memory_mb: int, max_processes: int) -> None:
+        self.version = "none"
+        self.bases: list[str] = []
+        self.memory_mb = memory_mb
+        self.max_processes = max_processes
+        self.slots = slots
+        self.slot_dirs: list[dict[str, str]] = []  # controller -> dir
+        self.controllers: list[str] = []
+        self.error = ""
+
+    def setup(self) -> None:
+        name = f"codeactions-{os.getpid()}"
+        try:
+            if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+                self._setup_v2(name)
+            elif os.path.isdir("/sys/fs/cgroup/memory") or os.path.isdir("/sys/fs/cgroup/pids"):
+                self._setup_v1(name)
+        except OSError as exc:
+            self.error = str(exc)
+            self.remove()
+            self.version, self.controllers, self.slot_dirs = "none", [], []
+
+    @staticmethod
+    def _own_paths() -> dict[str, str]:
+        paths = {}
+        with open("/proc/self/cgroup") as handle:
+            for line in handle:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                for controller in controllers.split(","):
+                    paths[controller or "unified"] = path
+        return paths
+
+    @staticmethod
+    def _sweep_stale(parent: str) -> None:
+        """Remove cgroups left by supervisors that died without cleaning up."""
+        for entry in os.listdir(parent):
+            if not entry.startswith("codeactions-"):
+                continue
+            pid = entry.split("-", 1)[1]
+            if pid.isdigit() and os.path.exists(f"/proc/{pid}"):
+                continue
+            base = os.path.join(parent, entry)
+            for slot in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+                path = os.path.join(base, slot)
+                if os.path.isdir(path):
+                    _kill_cgroup(path)
+                    with contextlib.suppress(OSError):
+                        os.rmdir(path)
+            with contextlib.suppress(OSError):
+                os.rmdir(base)
+
+    def _setup_v1(self, name: str) -> None:
+        own = self._own_paths()
+        for controller in ("memory", "pids", "cpu"):
+            root = f"/sys/fs/cgroup/{controller}"
+            if not os.path.isdir(root) or not os.access(root, os.W_OK):
+                continue
+            parent = root + own.get(controller, "/").rstrip("/")
+            try:
+                self._sweep_stale(parent)
+                base = os.path.join(parent, name)
+                os.makedirs(base, exist_ok=True)
+            except OSError:
+                continue
+            self.bases.append(base)
+            self.controllers.append(controller)
+            if controller == "cpu":
+                # All sandboxes together weigh as much as one ordinary process: a hog or a fork
+                # bomb cannot starve the API, and slots share fairly among themselves.
+                _write(os.path.join(base, "cpu.shares"), "1024")
+        if not self.controllers:
+            return
+        self.version = "v1"
+        for index in range(self.slots):
+            dirs = {}
+            for controller, base in zip(self.controllers, self.bases, strict=True):
+                path = os.path.join(base, f"slot-{index}")
+                os.makedirs(path, exist_ok=True)
+                dirs[controller] = path
+                if controller == "memory":
+                    limit = str(self.memory_mb * MB)
+                    _write(os.path.join(path, "memory.limit_in_bytes"), limit)
+                    with contextlib.suppress(OSError):
+                        _write(os.path.join(path, "memory.memsw.limit_in_bytes"), limit)
+                    with contextlib.suppress(OSError):
+                        _write(os.path.join(path, "memory.swappiness"), "0")
+                elif controller == "pids":
+                    _write(os.path.join(path, "pids.max"), str(self.max_processes))
+                elif controller == "cpu":
+                    _write(os.path.join(path, "cpu.shares"), "1024")
+            self.slot_dirs.append(dirs)
+
+    def _setup_v2(self, name: str) -> None:
+        own = self._own_paths().get("unified", "/")
+        parent = "/sys/fs/cgroup" + own.rstrip("/")
+        # A v2 cgroup with processes cannot delegate controllers ("no internal processes"):
+        # create a sibling tree under our parent when ours is not the root.
+        if own != "/":
+            parent = os.path.dirname(parent)
+        self._sweep_stale(parent)
+        base = os.path.join(parent, name)
+        os.makedirs(base, exist_ok=True)
+        self.bases.append(base)
+        available = _read(os.path.join(base, "cgroup.controllers")).split()
+        wanted = [c for c in ("memory", "pids", "cpu") if c in available]
+        if wanted:
+            _write(os.path.join(base, "cgroup.subtree_control"), " ".join("+" + c for c in wanted))
+        self.controllers = wanted
+        self.version = "v2"
+        for index in range(self.slots):
+            path = os.path.join(base, f"slot-{index}")
+            os.makedirs(path, exist_ok=True)
+            if "memory" in wanted:
+                _write(os.path.join(path, "memory.max"), str(self.memory_mb * MB))
+                with contextlib.suppress(OSError):
+                    _write(os.path.join(path, "memory.swap.max"), "0")
+            if "pids" in wanted:
+                _write(os.path.join(path, "pids.max"), str(self.max_processes))
+            self.slot_dirs.append({"unified": path})
+
+    # What the child writes its pid into while still root.
+    def procs_files(self, index: int) -> list[str]:
+        if self.version == "none":
+            return []
+        return [os.path.join(path, "cgroup.procs") for path in self.slot_dirs[index].values()]
+
+    def has_memory(self) -> bool:
+        return "memory" in self.controllers
+
+    def has_any(self) -> bool:
+        return bool(self.slot_dirs)
+
+    def pids(self, index: int) -> set[int]:
+        found: set[int] = set()
+        for path in self.slot_dirs[index].values():
+            found |= _cgroup_pids(path)
+        return found
+
+    def oom_kills(self, index: int) -> int:
+        if not self.has_memory():
+            return 0
+        dirs = self.slot_dirs[index]
+        if self.version == "v1":
+            text = _read(os.path.join(dirs["memory"], "memory.oom_control"))
+        else:
+            text = _read(os.path.join(dirs["unified"], "memory.events"))
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+        return 0
+
+    def remove(self) -> None:
+        for dirs in self.slot_dirs:
+            for path in dirs.values():
+                _kill_cgroup(path)
+                with contextlib.suppress(OSError):
+                    os.rmdir(path)
+        for base in self.bases:
+            with contextlib.suppress(OSError):
+                os.rmdir(base)
+
+
+def _read(path: str) -> str:
+    with open(path) as handle:
+        return handle.read()
+
+
+def _write(path: str, value: str) -> None:
+    with open(path, "w") as handle:
+        handle.write(value)
+
+
+def _cgroup_pids(path: str) -> set[int]:
+    try:
+        return {int(line) for line in _read(os.path.join(path, "cgroup.procs")).split()}
+    except OSError:
+        return set()
+
+
+def _kill_cgroup(path: str) -> None:
+    for _ in range(200):
+        pids = _cgroup_pids(path)
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.005)
+
+
+def _uid_pids(uid: int) -> set[int]:
+    """Processes whose real uid is `uid` (the fallback when there is no cgroup to ask)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as handle:
+                for line in handle:
+                    if line.startswith("Uid:"):
+                        if int(line.split()[1]) == uid:
+                            found.add(int(entry))
+                        break
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+# --------------------------------------------------------------------------- network
+
+
+def _run_tool(argv: list[str]) -> tuple[int, str]:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, env=CHILD_ENV)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return 1, str(exc)
+    return done.returncode, (done.stderr or done.stdout).strip()
+
+
+def _find_tool(name: str) -> str | None:
+    for directory in ("/usr/sbin", "/sbin", "/usr/bin", "/bin"):
+        path = os.path.join(directory, name)
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def install_egress_filter(uid_first: int, uid_last: int) -> str:
+    """REJECT sandbox uids' packets to loopback, private and link-local ranges; '' on success."""
+    uids = f"{uid_first}-{uid_last}"
+    chain = f"{CHAIN_PREFIX}{uid_first}-{uid_last}"[:28]
+    ipv6 = os.path.exists("/proc/net/if_inet6")
+    for tool_name, blocked in (("iptables", BLOCKED_V4), ("ip6tables", BLOCKED_V6)):
+        if tool_name == "ip6tables" and not ipv6:
+            continue
+        tool = _find_tool(tool_name)
+        if tool is None:
+            return f"{tool_name} is not installed"
+        wait = [tool, "-w", "5"]
+        _run_tool([*wait, "-N", chain])  # fails harmlessly when the chain exists
+        code, out = _run_tool([*wait, "-F", chain])
+        if code:
+            return f"{tool_name}: {out}"
+        reject = "icmp-port-unreachable" if tool_name == "iptables" else "icmp6-port-unreachable"
+        for net in blocked:
+            rules = [
+                ["-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"],
+                ["-j", "REJECT", "--reject-with", reject],
+            ]
+            for rule in rules:
+                code, out = _run_tool(
+                    [*wait, "-A", chain, "-m", "owner", "--uid-owner", uids, "-d", net, *rule]
+                )
+                if code:
+                    return f"{tool_name}: {out}"
+        if _run_tool([*wait, "-C", "OUTPUT", "-j", chain])[0] != 0:
+            code, out = _run_tool([*wait, "-I", "OUTPUT", "1", "-j", chain])
+            if code:
+                return f"{tool_name}: {out}"
+    return ""
+
+
+def probe_namespaces() -> tuple[bool, bool]:
+    """Whether a child may create (mount, network) namespaces: tried in a throwaway fork."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    results = []
+    for flag in (0x00020000, 0x40000000):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if libc.unshare(flag) == 0 else 1)
+        _, status = os.waitpid(pid, 0)
+        results.append(os.waitstatus_to_exitcode(status) == 0)
+    return results[0], results[1]
+
+
+# --------------------------------------------------------------------------- runs
+
+
+class Child:
+    def __init__(self, pid: int, kind: str, fds: list[int]) -> None:
+        self.pid = pid
+        self.kind = kind
+        self.stdin, self.stdout, self.stderr, self.proto = fds
+        self.exit_status: int | None = None
+        self.cpu = 0.0
+
+
+class Run:
+    def __init__(self, run_id: str, request: dict[str, Any]) -> None:
+        self.id = run_id
+        self.request = request
+        self.language = request.get("language", "python")
+        self.timeout = float(request.get("timeout") or 60)
+        self.argv: list[str] | None = None  # exec'd program (Go binary, or Node without a spare)
+        self.slot: Slot | None = None
+        self.child: Child | None = None
+        self.started = 0.0
+        self.logs: list[list[Any]] = []
+        self.result: dict[str, Any] | None = None
+        self.error: dict[str, Any] | None = None
+        self.reason: str | None = None
+        self.reason_message = ""
+        self.output = 0
+        self.buffers: dict[int, bytes] = {}
+        self.pending_stdin = b""
+        self.oom_before = 0
+        self.timer: list[Any] | None = None
+        self.finished = False
+        self.done_code: int | None = None  # the child said it is done (before its exit)
+
+
+class Slot:
+    def __init__(self, index: int, uid: int, directory: str, kind: str) -> None:
+        self.index = index
+        self.uid = uid
+        self.dir = directory
+        self.kind = kind  # "general" (Python, exec) or "node" (a booted Node spare)
+        self.state = "new"  # spawning | ready | busy | cleaning | broken
+        self.child: Child | None = None
+        self.run: Run | None = None
+        self.clean_deadline = 0.0
+        self.failures = 0
+
+
+class Supervisor:
+    def __init__(self, sock: socket.socket) -> None:
+        self.api = sock
+        self.api.setblocking(False)
+        self.selector = selectors.DefaultSelector()
+        self.api_in = b""
+        self.api_out = bytearray()
+        self.timers: list[list[Any]] = []
+        self.counter = itertools.count()
+        self.slots: list[Slot] = []
+        self.pending: deque[Run] = deque()
+        self.running = 0
+        self.fd_owner: dict[int, tuple[Run, str]] = {}
+        self.pid_slot: dict[int, Slot] = {}
+        self.go_cache: dict[str, str] = {}
+        self.go_jobs: dict[str, list[Callable[[str | None, str | None], None]]] = {}
+        self.zygote: subprocess.Popen[bytes] | None = None
+        self.zsock: socket.socket | None = None
+        self.status: dict[str, Any] = {}
+        self.warnings: list[str] = []
+
+    # ---------------------------------------------------------------- start
+
+    def start(self, init: dict[str, Any]) -> None:
+        s = init["settings"]
+        self.s = s
+        self.max_log_chars = int(init.get("max_log_chars", 8000))
+        self.root = os.geteuid() == 0
+        self.node_ok = os.access(s["node"], os.X_OK) and os.path.exists(
+            os.path.join(ENGINES_DIR, "engine.js")
+        )
+        node_spares = int(s["node_spares"]) if self.node_ok and self.root else 0
+        total = int(s["slots"]) + node_spares
+        self.capacity = int(s["slots"])
+        work = os.path.abspath(s["work_dir"])
+        os.makedirs(work, exist_ok=True)
+        os.chmod(work, 0o711)
+        self.go_cache_dir = os.path.join(work, "go-cache")
+        # Binaries land in <cache>/bin (runner/engines/golang.py); sandboxes see that dir
+        # at SANDBOX_GO_DIR, also when the work dir is hidden under their private /tmp.
+        self.go_bin_dir = os.path.join(self.go_cache_dir, "bin")
+        for path in (self.go_cache_dir, self.go_bin_dir):
+            os.makedirs(path, mode=0o711, exist_ok=True)
+            os.chmod(path, 0o711)
+        self._sweep_stale_dirs(work)
+        self.base_dir = os.path.join(work, f"sandbox-{os.getpid()}")
+        os.makedirs(self.base_dir, mode=0o711, exist_ok=True)
+        os.chmod(self.base_dir, 0o711)
+        uid_base = int(s["uid_base"])
+        for index in range(total):
+            kind = "general" if index < self.capacity else "node"
+            uid = uid_base + index if self.root else os.geteuid()
+            slot = Slot(index, uid, os.path.join(self.base_dir, str(index)), kind)
+            self._prepare_dir(slot)
+            self.slots.append(slot)
+
+        self.cgroups = Cgroups(total, int(s["memory_mb"]), int(s["max_processes"]))
+        if self.root:
+            self.cgroups.setup()
+        if self.cgroups.version == "none":
+            self.warnings.append(
+                "no cgroups: memory falls back to RLIMIT_AS/RLIMIT_DATA and process count to "
+                "RLIMIT_NPROC; CPU is not shared fairly" + (f" ({self.cgroups.error})" if self.cgroups.error else "")
+            )
+        mountns, netns = probe_namespaces() if self.root else (False, False)
+        if not mountns:
+            self.warnings.append("no mount namespaces: /tmp, /dev/shm and /run are shared with the host")
+        network = s["network"]
+        net_desc = ""
+        use_netns = False
+        if not self.root:
+            net_desc = "unrestricted (not root: no packet filter, no namespace)"
+            self.warnings.append("not running as root: runs share the service's uid and network")
+        elif network == "off":
+            use_netns = netns
+            net_desc = "off (empty network namespace)" if netns else "unrestricted (network namespaces unavailable)"
+        else:
+            error = install_egress_filter(uid_base, uid_base + total - 1)
+            if not error:
+                net_desc = "public egress; loopback, private and link-local refused (iptables owner match)"
+            elif netns:
+                use_netns = True
+                net_desc = "off (empty network namespace: packet filter unavailable)"
+                self.warnings.append(f"egress filter not installed ({error}): user code has no network")
+            else:
+                net_desc = "unrestricted (no packet filter, no namespaces)"
+                self.warnings.append(f"egress filter not installed ({error}) and no network namespaces")
+        if network == "off" and not netns and self.root:
+            self.warnings.append("network=off requested but network namespaces are unavailable")
+
+        rlimits = {
+            "RLIMIT_NPROC": int(s["max_processes"]),
+            "RLIMIT_FSIZE": int(s["file_size_mb"]) * MB,
+            "RLIMIT_CORE": 0,
+            "RLIMIT_NOFILE": 256,
+        }
+        if not self.cgroups.has_memory():
+            rlimits["RLIMIT_AS"] = int(s["memory_mb"]) * MB + 512 * MB
+            rlimits["RLIMIT_DATA"] = int(s["memory_mb"]) * MB
+        if not self.root:
+            rlimits.pop("RLIMIT_NPROC")  # would count every process of the service's own uid
+        self.child_cfg = {
+            "op": "config",
+            "slots": [
+                {
+                    "uid": slot.uid,
+                    "dir": slot.dir,
+                    "cgroup_procs": self.cgroups.procs_files(slot.index),
+                    "netns": use_netns,
+                }
+                for slot in self.slots
+            ],
+            "rlimits": rlimits,
+            "mountns": mountns,
+            "tmpfs_mb": int(s["file_size_mb"]),
+            "env": CHILD_ENV,
+            "node_argv": [s["node"], os.path.join(ENGINES_DIR, "engine.js")],
+            "go_bin_dir": self.go_bin_dir,
+            "sandbox_go_dir": SANDBOX_GO_DIR,
+            "root": self.root,
+        }
+        layers = []
+        if self.root:
+            layers.append(f"uid per slot ({uid_base}-{uid_base + total - 1})")
+        if self.cgroups.version != "none":
+            layers.append(f"cgroup {self.cgroups.version} ({', '.join(self.cgroups.controllers)})")
+        if mountns:
+            layers.append("private /tmp, /dev/shm, /run")
+        layers.append("rlimits, own session, no_new_privs, empty env, private dir")
+        self.status = {
+            "isolation": "; ".join(layers),
+            "network": net_desc,
+            "cgroups": self.cgroups.version,
+            "slots": self.capacity,
+            "node_spares": node_spares,
+            "root": self.root,
+            "warnings": self.warnings,
+        }
+        for warning in self.warnings:
+            log("WARNING: " + warning)
+        self._start_zygote()
+        for slot in self.slots:
+            self._spawn(slot)
+        self.selector.register(self.api, selectors.EVENT_READ, ("api", None))
+
+    def _sweep_stale_dirs(self, work: str) -> None:
+        for entry in os.listdir(work):
+            if entry.startswith("sandbox-"):
+                pid = entry.split("-", 1)[1]
+                if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                    shutil.rmtree(os.path.join(work, entry), ignore_errors=True)
+
+    def _prepare_dir(self, slot: Slot) -> None:
+        os.makedirs(slot.dir, mode=0o700, exist_ok=True)
+        os.chmod(slot.dir, 0o700)
+        if self.root:
+            os.chown(slot.dir, slot.uid, slot.uid)
+
+    def _start_zygote(self) -> None:
+        if self.zsock is not None:
+            self.selector.unregister(self.zsock)
+            self.zsock.close()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.zygote = subprocess.Popen(
+            [sys.executable, "-I", os.path.join(ENGINES_DIR, "zygote.py"), str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+            env=CHILD_ENV,
+        )
+        theirs.close()
+        self.zsock = ours
+        ours.send(json.dumps(self.child_cfg).encode())
+        self.selector.register(ours, selectors.EVENT_READ, ("zygote", None))
+
+    # ---------------------------------------------------------------- loop plumbing
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> list[Any]:
+        entry = [time.monotonic() + delay, next(self.counter), callback]
+        heapq.heappush(self.timers, entry)
+        return entry
+
+    def send_api(self, message: dict[str, Any]) -> None:
+        data = json.dumps(message).encode()
+        was_empty = not self.api_out
+        self.api_out += struct.pack(">I", len(data)) + data
+        if was_empty:
+            self._flush_api()
+
+    def _flush_api(self) -> None:
+        try:
+            while self.api_out:
+                sent = self.api.send(self.api_out)
+                del self.api_out[:sent]
+        except BlockingIOError:
+            pass
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.api_out else 0)
+        with contextlib.suppress(KeyError):
+            self.selector.modify(self.api, events, ("api", None))
+
+    def loop(self) -> None:
+        while True:
+            timeout = None
+            if self.timers:
+                timeout = max(0.0, self.timers[0][0] - time.monotonic())
+            for key, events in self.selector.select(timeout):
+                kind, owner = key.data
+                try:
+                    if kind == "api":
+                        if events & selectors.EVENT_WRITE:
+                            self._flush_api()
+                        if events & selectors.EVENT_READ and not self._read_api():
+                            return
+                    elif kind == "zygote":
+                        self._read_zygote()
+                    elif kind == "out":
+                        self._read_child(key.fd)
+                    elif kind == "in":
+                        self._write_stdin(owner)
+                    elif kind == "compile":
+                        owner()
+                    elif kind == "spare":
+                        self._spare_ready(owner)
+                except Exception as exc:  # one broken run must not take the others down
+                    log(f"error handling {kind}: {exc!r}")
+                    if kind in ("out", "in"):
+                        run = owner if isinstance(owner, Run) else self.fd_owner.get(key.fd, (None,))[0]
+                        if run is not None and not run.finished:
+                            self._kill_run(run, "runner", f"runner error: {exc}")
+            now = time.monotonic()
+            while self.timers and self.timers[0][0] <= now:
+                _, _, callback = heapq.heappop(self.timers)
+                if callback is not None:
+                    try:
+                        callback()
+                    except Exception as exc:
+                        log(f"error in timer: {exc!r}")
+
+    def _read_api(self) -> bool:
+        try:
+            data = self.api.recv(1 << 20)
+        except BlockingIOError:
+            return True
+        if not data:
+            return False
+        self.api_in += data
+        while len(self.api_in) >= 4:
+            (size,) = struct.unpack(">I", self.api_in[:4])
+            if len(self.api_in) < 4 + size:
+                break
+            frame = json.loads(self.api_in[4 : 4 + size])
+            self.api_in = self.api_in[4 + size :]
+            self._handle_api(frame)
+        return True
+
+    def _handle_api(self, frame: dict[str, Any]) -> None:
+        op = frame.get("op")
+        if op == "run":
+            run = Run(frame["id"], frame["request"])
+            if run.language == "go":
+                self._prepare_go(run)
+            elif run.language not in ("python", "javascript"):
+                self._finish_early(run, "runner", f"unsupported language {run.language!r}")
+            elif run.language == "javascript" and not self.node_ok:
+                self._finish_early(run, "runner", "JavaScript is not available on this runner")
+            else:
+                self.pending.append(run)
+                self._dispatch()
+        elif op == "compile":
+            request_id = frame["id"]
+
+            def reply(path: str | None, error: str | None) -> None:
+                runner_error = None
+                if error and error.startswith("runner: "):
+                    error, runner_error = None, error.removeprefix("runner: ")
+                self.send_api(
+                    {"op": "compiled", "id": request_id, "error": error, "runner_error": runner_error}
+                )
+
+            self._compile(frame["source"], reply)
+        elif op == "shutdown":
+            raise SystemExit(0)
+
+    # ---------------------------------------------------------------- zygote and spares
+
+    def _spawn(self, slot: Slot) -> None:
+        slot.state = "spawning"
+        slot.child = None
+        kind = "node" if slot.kind == "node" else "python"
+        assert self.zsock is not None
+        self.zsock.send(json.dumps({"op": "spawn", "slot": slot.index, "kind": kind}).encode())
+
+    def _read_zygote(self) -> None:
+        assert self.zsock is not None
+        try:
+            data, fds, _, _ = socket.recv_fds(self.zsock, 1 << 16, 8)
+        except BlockingIOError:
+            return
+        if not data:
+            self._zygote_died()
+            return
+        message = json.loads(data)
+        op = message["op"]
+        if op == "spawned":
+            slot = self.slots[message["slot"]]
+            child = Child(message["pid"], message["kind"], fds)
+            for fd in fds:
+                os.set_blocking(fd, False)
+            self.pid_slot[child.pid] = slot
+            slot.child = child
+            slot.state = "starting"
+            self.selector.register(child.proto, selectors.EVENT_READ, ("spare", slot))
+        elif op == "spawn_failed":
+            slot = self.slots[message["slot"]]
+            log(f"slot {slot.index}: spawn failed: {message['error']}")
+            slot.state = "broken"
+            self.call_later(1.0, lambda: self._spawn(slot))
+        elif op == "exit":
+            slot = self.pid_slot.pop(message["pid"], None)
+            if slot is None:
+                return
+            status = message["status"]
+            run = slot.run
+            if run is not None and run.child is not None and run.child.pid == message["pid"]:
+                run.child.exit_status = status
+                run.child.cpu = float(message.get("cpu", 0.0))
+                if not run.finished:
+                    self._finish(run)
+            elif slot.child is not None and slot.child.pid == message["pid"] and slot.state == "ready":
+                log(f"slot {slot.index}: spare exited before use (status {status})")
+                self._retire_spare(slot)
+
+    def _spare_ready(self, slot: Slot) -> None:
+        """The spare reports it is sandboxed; a spare that failed set-up sends an error instead."""
+        child = slot.child
+        if child is None:
+            return
+        try:
+            data = os.read(child.proto, 4096)
+        except BlockingIOError:
+            return
+        self.selector.unregister(child.proto)
+        if data.startswith(b'{"t": "ready"}\n') and slot.state == "starting":
+            slot.state = "ready"
+            slot.failures = 0
+            self._dispatch()
+            return
+        log(f"slot {slot.index}: spare failed: {data.decode('utf-8', 'replace').strip()[:500]}")
+        self._retire_spare(slot)
+
+    def _retire_spare(self, slot: Slot) -> None:
+        if slot.child is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(slot.child.pid, signal.SIGKILL)
+            self._close_child(slot.child)
+        slot.child = None
+        slot.failures += 1
+        slot.state = "cleaning"
+        self.call_later(min(5.0, 0.05 * 2**slot.failures), lambda: self._clean(slot))
+
+    def _zygote_died(self) -> None:
+        log("zygote died; restarting it")
+        for slot in self.slots:
+            if slot.run is not None and not slot.run.finished:
+                self._kill_run(slot.run, "runner", "the runner's zygote died")
+            elif slot.child is not None:
+                self._close_child(slot.child)
+                slot.child = None
+            slot.state = "cleaning"
+        if self.zygote is not None:
+            with contextlib.suppress(Exception):
+                self.zygote.kill()
+                self.zygote.wait(5)
+        self.pid_slot.clear()
+        self._start_zygote()
+        for slot in self.slots:
+            self._clean(slot)
+
+    # ---------------------------------------------------------------- dispatch
+
+    def _dispatch(self) -> None:
+        if not self.pending:
+            return
+        remaining: deque[Run] = deque()
+        while self.pending:
+            run = self.pending.popleft()
+            slot = self._pick(run) if self.running < self.capacity else None
+            if slot is None:
+                remaining.append(run)
+                continue
+            self._start_run(run, slot)
+        self.pending = remaining
+
+    def _pick(self, run: Run) -> Slot | None:
+        ready = [slot for slot in self.slots if slot.state == "ready"]
+        if run.language == "javascript":
+            for slot in ready:
+                if slot.kind == "node":
+                    return slot
+        for slot in ready:
+            if slot.kind == "general":
+                return slot
+        return None
+
+    def _start_run(self, run: Run, slot: Slot) -> None:
+        child = slot.child
+        assert child is not None
+        slot.state = "busy"
+        slot.run = run
+        run.slot = slot
+        run.child = child
+        self.running += 1
+        run.oom_before = self.cgroups.oom_kills(slot.index)
+        cpu = int(self.s["cpu_seconds"]) or max(1, int(run.timeout + 0.999))
+        with contextlib.suppress(OSError):
+            resource.prlimit(child.pid, resource.RLIMIT_CPU, (cpu, cpu + 1))
+        payload = dict(run.request)
+        payload["run_id"] = payload.get("run_id", run.id)
+        payload["max_log_chars"] = self.max_log_chars
+        body = (json.dumps(payload) + "\n").encode()
+        if child.kind == "node":
+            header = b""
+        else:
+            if run.language == "javascript":
+                run.argv = self.child_cfg["node_argv"]
+            mode = {"mode": "exec", "argv": run.argv} if run.argv else {"mode": "python"}
+            encoded = json.dumps(mode).encode()
+            header = struct.pack(">I", len(encoded)) + encoded
+        run.pending_stdin = header + body
+        run.started = time.monotonic()
+        run.timer = self.call_later(run.timeout, lambda: self._timeout(run))
+        for fd, name in ((child.stdout, "stdout"), (child.stderr, "stderr"), (child.proto, "proto")):
+            self.fd_owner[fd] = (run, name)
+            self.selector.register(fd, selectors.EVENT_READ, ("out", run))
+        self._write_stdin(run, first=True)
+
+    def _write_stdin(self, run: Run, first: bool = False) -> None:
+        child = run.child
+        if child is None or child.stdin < 0:
+            return
+        try:
+            while run.pending_stdin:
+                written = os.write(child.stdin, run.pending_stdin[:READ_SIZE * 16])
+                run.pending_stdin = run.pending_stdin[written:]
+        except BlockingIOError:
+            if first:
+                self.selector.register(child.stdin, selectors.EVENT_WRITE, ("in", run))
+            return
+        except BrokenPipeError:
+            run.pending_stdin = b""
+        if not first:
+            self.selector.unregister(child.stdin)
+        os.close(child.stdin)
+        child.stdin = -1
+
+    # ---------------------------------------------------------------- output
+
+    def _read_child(self, fd: int) -> None:
+        owner = self.fd_owner.get(fd)
+        if owner is None:
+            return
+        run, name = owner
+        try:
+            data = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        if not data:
+            self._flush_partial(run, fd, name)
+            self.selector.unregister(fd)
+            del self.fd_owner[fd]
+            return
+        self._consume(run, fd, name, data)
+        if run.reason == "output":
+            self._kill_run(run, "output", run.reason_message)
+        elif run.done_code is not None and not run.finished:
+            self._finish(run)
+
+    def _consume(self, run: Run, fd: int, name: str, data: bytes) -> None:
+        if run.reason is not None:
+            return  # killed: what comes after does not count
+        run.output += len(data)
+        if run.output > int(self.s["output_bytes"]):
+            run.reason = "output"
+            run.reason_message = f"output over the limit of {self.s['output_bytes']} bytes"
+            return
+        buffer = run.buffers.get(fd, b"") + data
+        lines = buffer.split(b"\n")
+        run.buffers[fd] = lines.pop()
+        for line in lines:
+            self._line(run, name, line)
+
+    def _flush_partial(self, run: Run, fd: int, name: str) -> None:
+        rest = run.buffers.pop(fd, b"")
+        if rest and run.reason is None:
+            self._line(run, name, rest)
+
+    def _line(self, run: Run, name: str, raw: bytes) -> None:
+        now = time.time()
+        if name != "proto":
+            text = raw.decode("utf-8", "replace")
+            run.logs.append(["info" if name == "stdout" else "error", text[: self.max_log_chars], now])
+            return
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            return
+        kind = message.get("t")
+        if kind == "log":
+            level = message.get("level")
+            level = level if level in ("debug", "info", "error") else "info"
+            run.logs.append([level, str(message.get("msg", ""))[: self.max_log_chars], now])
+        elif kind == "result":
+            run.result = message
+        elif kind == "error":
+            run.error = message
+        elif kind == "done":
+            run.done_code = int(message.get("code", 0))
+
+    # ---------------------------------------------------------------- ending a run
+
+    def _timeout(self, run: Run) -> None:
+        if not run.finished:
+            self._kill_run(run, "timeout", f"execution took longer than {run.timeout:g} s")
+
+    def _kill_run(self, run: Run, reason: str, message: str) -> None:
+        if run.finished:
+            return
+        run.reason = run.reason or reason
+        run.reason_message = run.reason_message or message
+        if run.slot is None:
+            self._finish_early(run, reason, message)
+            return
+        self._kill_slot(run.slot)
+        self._finish(run)
+
+    def _kill_slot(self, slot: Slot) -> None:
+        if slot.child is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(slot.child.pid, signal.SIGKILL)
+        self._kill_slot_pids(slot)
+
+    def _kill_slot_pids(self, slot: Slot) -> None:
+        for pid in self._slot_pids(slot):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _slot_pids(self, slot: Slot) -> set[int]:
+        if self.cgroups.has_any():
+            return self.cgroups.pids(slot.index)
+        if self.root:
+            return _uid_pids(slot.uid)
+        return set()
+
+    def _finish(self, run: Run) -> None:
+        if run.finished:
+            return
+        run.finished = True
+        slot = run.slot
+        child = run.child
+        if run.timer is not None:
+            run.timer[2] = None
+        if child is not None:
+            # Everything the child wrote before it ended is in the pipes: read it all.
+            for fd, name in ((child.proto, "proto"), (child.stdout, "stdout"), (child.stderr, "stderr")):
+                while fd in self.fd_owner and run.reason is None:
+                    try:
+                        data = os.read(fd, READ_SIZE)
+                    except OSError:
+                        break
+                    if not data:
+                        break
+                    self._consume(run, fd, name, data)
+                self._flush_partial(run, fd, name)
+        outcome = self._outcome(run)
+        self.send_api({"op": "done", "id": run.id, "outcome": outcome})
+        self.running -= 1
+        if slot is not None:
+            if child is not None:
+                self._close_child(child)
+            if child is not None and (child.exit_status is None or not self.cgroups.has_any()):
+                # The child may be gone while its process group lives on.
+                with contextlib.suppress(OSError):
+                    os.killpg(child.pid, signal.SIGKILL)
+            slot.child = None
+            slot.run = None
+            slot.state = "cleaning"
+            self._kill_slot_pids(slot)
+            self._clean(slot)
+        self._dispatch()
+
+    def _close_child(self, child: Child) -> None:
+        for fd in (child.stdin, child.stdout, child.stderr, child.proto):
+            if fd < 0:
+                continue
+            self.fd_owner.pop(fd, None)
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        child.stdin = child.stdout = child.stderr = child.proto = -1
+
+    def _outcome(self, run: Run) -> dict[str, Any]:
+        slot = run.slot
+        reason, error = run.reason, run.reason_message
+        status = run.child.exit_status if run.child is not None else None
+        oom = slot is not None and self.cgroups.oom_kills(slot.index) > run.oom_before
+        if reason in (None, "timeout", "cpu") and oom:
+            reason, error = "memory", f"memory limit of {self.s['memory_mb']} MB exceeded"
+        elif reason is None and status is None and run.done_code is not None:
+            if run.error is not None:
+                reason, error = self._error_reason(run)
+            elif run.done_code != 0:
+                reason, error = "exception", f"exited with status {run.done_code}"
+        elif reason is None and status is not None:
+            if os.WIFSIGNALED(status):
+                sig = os.WTERMSIG(status)
+                if sig == signal.SIGXCPU or (sig == signal.SIGKILL and self._cpu_exhausted(run)):
+                    reason, error = "cpu", "CPU time limit exceeded"
+                elif sig == signal.SIGXFSZ:
+                    reason, error = "file_size", f"file size limit of {self.s['file_size_mb']} MB exceeded"
+                else:
+                    reason, error = "killed", f"killed by signal {_signal_name(sig)}"
+            elif run.error is not None:
+                reason, error = self._error_reason(run)
+            elif os.WEXITSTATUS(status) != 0:
+                code = os.WEXITSTATUS(status)
+                reason = "exception"
+                tail = "\n".join(line[1] for line in run.logs if line[0] == "error")[-2000:]
+                error = f"exited with status {code}" + (f": {tail}" if tail else "")
+        duration = time.monotonic() - run.started if run.started else 0.0
+        result = run.result or {}
+        return {
+            "ok": reason is None,
+            "result": str(result.get("value", "")),
+            "status_code": result.get("status_code", 200),
+            "content_type": str(result.get("content_type", "text")),
+            "reason": reason,
+            "error": error,
+            "logs": run.logs,
+            "duration": duration,
+        }
+
+    @staticmethod
+    def _error_reason(run: Run) -> tuple[str, str]:
+        assert run.error is not None
+        kind = run.error.get("kind")
+        reason = kind if kind in ("exception", "memory", "file_size", "runner") else "exception"
+        error = str(run.error.get("message", ""))
+        if reason == "memory" and "memory" not in error.lower():
+            error = "MemoryError: " + error
+        return reason, error
+
+    def _cpu_exhausted(self, run: Run) -> bool:
+        # The hard RLIMIT_CPU (soft + 1 s) ends with SIGKILL when SIGXCPU was ignored.
+        cpu = int(self.s["cpu_seconds"]) or max(1, int(run.timeout + 0.999))
+        return run.child is not None and run.child.cpu >= cpu
+
+    def _finish_early(self, run: Run, reason: str, message: str) -> None:
+        run.finished = True
+        self.send_api(
+            {
+                "op": "done",
+                "id": run.id,
+                "outcome": {"ok": False, "result": "", "status_code": 200, "content_type": "text",
+                            "reason": reason, "error": message, "logs": [], "duration": 0.0},
+            }
+        )
+
+    # ---------------------------------------------------------------- cleanup
+
+    def _clean(self, slot: Slot) -> None:
+        """Kill every process of the slot until none is left, wipe its dir, fork a new spare."""
+        if slot.state != "cleaning":
+            return
+        if not slot.clean_deadline:
+            slot.clean_deadline = time.monotonic() + 10
+        pids = self._slot_pids(slot)
+        if pids:
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            if time.monotonic() > slot.clean_deadline:
+                log(f"slot {slot.index}: processes {sorted(pids)[:5]} do not die; slot paused")
+                slot.clean_deadline = time.monotonic() + 10
+                self.call_later(1.0, lambda: self._clean(slot))
+            else:
+                self.call_later(CLEAN_STEP, lambda: self._clean(slot))
+            return
+        slot.clean_deadline = 0.0
+        try:
+            _wipe(slot.dir)
+            self._prepare_dir(slot)
+            if not self.child_cfg["mountns"] and self.root:
+                _sweep_shared_tmp(slot.uid)
+        except OSError as exc:
+            log(f"slot {slot.index}: cannot wipe its dir: {exc}")
+        self._spawn(slot)
+
+    # ---------------------------------------------------------------- Go
+
+    def _prepare_go(self, run: Run) -> None:
+        def compiled(path: str | None, error: str | None) -> None:
+            if path is None:
+                reason = "exception" if error and not error.startswith("runner:") else "runner"
+                self._finish_early(run, reason, (error or "").removeprefix("runner: "))
+                return
+            if self.child_cfg["mountns"] and os.path.dirname(path) == self.go_bin_dir:
+                path = os.path.join(SANDBOX_GO_DIR, os.path.basename(path))
+            run.argv = [path]
+            self.pending.append(run)
+            self._dispatch()
+
+        self._compile(str(run.request.get("source", "")), compiled)
+
+    def _compile(self, source: str, done: Callable[[str | None, str | None], None]) -> None:
+        key = hashlib.sha256(source.encode()).hexdigest()
+        cached = self.go_cache.get(key)
+        if cached and os.path.exists(cached):
+            done(cached, None)
+            return
+        if key in self.go_jobs:
+            self.go_jobs[key].append(done)
+            return
+        if not os.path.exists(os.path.join(ENGINES_DIR, "golang.py")):
+            done(None, "runner: Go is not available on this runner")
+            return
+        self.go_jobs[key] = [done]
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            # Compiling runs no user code; the cache stays root-owned, readable by sandboxes.
+            try:
+                os.close(read_fd)
+                sys.path.insert(0, ENGINES_DIR)
+                import golang
+
+                os.makedirs(self.go_cache_dir, mode=0o755, exist_ok=True)
+                try:
+                    path = golang.compile(source, go=self.s["go"], cache_dir=self.go_cache_dir, timeout=60)
+                    answer = {"path": path}
+                except golang.CompileFailed as exc:
+                    answer = {"error": exc.message}
+                except Exception as exc:
+                    answer = {"error": f"runner: Go compiler failed: {exc}"}
+                os.write(write_fd, json.dumps(answer).encode())
+            finally:
+                os._exit(0)
+        os.close(write_fd)
+        chunks: list[bytes] = []
+
+        def on_readable() -> None:
+            data = os.read(read_fd, 65536)
+            if data:
+                chunks.append(data)
+                return
+            self.selector.unregister(read_fd)
+            os.close(read_fd)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            try:
+                answer = json.loads(b"".join(chunks))
+            except ValueError:
+                answer = {"error": "runner: the Go compiler job died"}
+            path = answer.get("path")
+            if path:
+                self.go_cache[key] = path
+            for callback in self.go_jobs.pop(key, []):
+                callback(path, answer.get("error"))
+
+        self.selector.register(read_fd, selectors.EVENT_READ, ("compile", on_readable))
+
+    # ---------------------------------------------------------------- stop
+
+    def shutdown(self) -> None:
+        for slot in self.slots:
+            self._kill_slot(slot)
+        if self.zygote is not None:
+            with contextlib.suppress(Exception):
+                self.zygote.kill()
+                self.zygote.wait(5)
+        for slot in self.slots:
+            for _ in range(200):
+                pids = self._slot_pids(slot)
+                if not pids:
+                    break
+                for pid in pids:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+                time.sleep(0.005)
+        self.cgroups.remove()
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+
+
+def _wipe(directory: str) -> None:
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+
+
+def _sweep_shared_tmp(uid: int) -> None:
+    """Without a private mount namespace, remove what the slot's user left in shared temp dirs."""
+    for directory in ("/tmp", "/var/tmp", "/dev/shm"):
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.stat(follow_symlinks=False).st_uid != uid:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
+            except OSError:
+                continue
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return str(sig)
+
+
+def _read_frame(sock: socket.socket) -> dict[str, Any]:
+    header = b""
+    while len(header) < 4:
+        chunk = sock.recv(4 - len(header))
+        if not chunk:
+            raise EOFError
+        header += chunk
+    (size,) = struct.unpack(">I", header)
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(min(1 << 20, size - len(data)))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return json.loads(data)
+
+
+def main() -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the API process
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    init = _read_frame(sock)
+    supervisor = Supervisor(sock)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(0)))
+    try:
+        supervisor.start(init)
+        status = dict(supervisor.status)
+        supervisor.send_api({"op": "ready", "status": status})
+        supervisor.loop()
+    finally:
+        supervisor.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,298 @@
+"""Zygote: a warm interpreter that forks pre-sandboxed, single-use children for the supervisor.
+
+Stdlib only, started by the supervisor with an empty environment as `python -I zygote.py <fd>`.
+It never sees request data (requests go from the supervisor straight to the child's stdin), so a
+child's inherited memory holds nothing of other tenants. Each child is sandboxed before it waits
+for its request: own session, cgroups, namespaces, rlimits, uid, private dir.
+
+Messages on the SOCK_SEQPACKET socket <fd> (one JSON object per message):
+  supervisor -> zygote  {"op": "config", ...} once, then {"op": "spawn", "slot": i, "kind": "python"|"node"}
+  zygote -> supervisor  {"op": "spawned", "slot": i, "pid": n} with fds [stdin_w, stdout_r, stderr_r, proto_r]
+                        {"op": "spawn_failed", "slot": i, "error": str}
+                        {"op": "exit", "pid": n, "status": raw wait status}
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import os
+import resource
+import selectors
+import signal
+import socket
+import struct
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import python_engine  # noqa: E402
+
+# Light libraries user code commonly imports, loaded once here so a run does not pay for them.
+# Heavy ones (pandas, numpy) stay out: fork cost grows with the zygote's memory.
+for _name in ("json", "re", "datetime", "urllib.parse", "urllib.request", "base64", "hashlib",
+              "uuid", "random", "math", "time", "tempfile", "requests"):
+    try:
+        __import__(_name)
+    except Exception:
+        pass
+
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_CHILD_SUBREAPER = 36
+CLONE_NEWNS = 0x00020000
+CLONE_NEWNET = 0x40000000
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+IFF_LOOPBACK = 0x8
+IFF_RUNNING = 0x40
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
+    _check(
+        libc.mount(
+            source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
+            data.encode() if data else None,
+        ),
+        f"mount {target}",
+    )
+
+
+def _private_mounts(tmpfs_mb: int, uid: int, go_bin_dir: str, sandbox_go_dir: str) -> str:
+    """Own mount namespace: the run's dir is a fresh, size-bounded /tmp it owns; /var/tmp and
+    /dev/shm are fresh too, and /run is empty (no unix sockets of host services).
+
+    Everything vanishes with the namespace when the run's last process dies. Returns the dir.
+    """
+    _check(libc.unshare(CLONE_NEWNS), "unshare(mount)")
+    _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+    flags = MS_NOSUID | MS_NODEV
+    _mount("tmpfs", "/run", "tmpfs", flags, "size=1m,mode=0755")
+    # Compiled Go binaries may live under /tmp, about to be hidden: show their dir in /run.
+    if os.path.isdir(go_bin_dir):
+        os.mkdir(sandbox_go_dir, 0o711)
+        _mount(go_bin_dir, sandbox_go_dir, None, MS_BIND, None)
+    # Twice the file-size limit: one file too big ends with EFBIG, not with a full disk.
+    _mount("tmpfs", "/tmp", "tmpfs", flags, f"size={2 * tmpfs_mb}m,mode=0700,uid={uid},gid={uid}")
+    for target in ("/var/tmp", "/dev/shm"):
+        if os.path.isdir(target) and not os.path.islink(target):
+            _mount("tmpfs", target, "tmpfs", flags, f"size={tmpfs_mb}m,mode=1777")
+    return "/tmp"
+
+
+def _empty_network() -> None:
+    """Own network namespace with only `lo` up: no route anywhere, not even the host's loopback."""
+    _check(libc.unshare(CLONE_NEWNET), "unshare(net)")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        import fcntl
+
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING))
+    finally:
+        sock.close()
+
+
+def _enter_cgroups(paths: list[str]) -> None:
+    pid = str(os.getpid())
+    for path in paths:
+        with open(path, "w") as handle:
+            handle.write(pid)
+
+
+def _become_sandbox(cfg: dict, slot: dict, kind: str) -> None:
+    """Runs in the fresh child as root; returns as the slot's unprivileged user."""
+    os.setsid()
+    _enter_cgroups(slot["cgroup_procs"])
+    workdir = slot["dir"]
+    if cfg["mountns"]:
+        workdir = _private_mounts(
+            cfg["tmpfs_mb"], slot["uid"], cfg["go_bin_dir"], cfg["sandbox_go_dir"]
+        )
+    if slot["netns"]:
+        _empty_network()
+    os.chdir(workdir)
+    limits = cfg["rlimits"]
+    for name, value in limits.items():
+        if name == "RLIMIT_AS" and kind != "python":
+            continue  # Node/Go reserve large address space up front; RLIMIT_DATA covers them
+        resource.setrlimit(getattr(resource, name), (value, value))
+    uid = slot["uid"]
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    # Changing uid made the process non-dumpable (its /proc files owned by root); tools such as
+    # Node read /proc/self, and only processes of this same slot uid could look at it.
+    libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+    env = dict(cfg["env"])
+    env["HOME"] = env["TMPDIR"] = workdir
+    os.environ.clear()
+    os.environ.update(env)
+    import tempfile
+
+    tempfile.tempdir = workdir
+
+
+def _read_exact(fd: int, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            raise EOFError("stdin closed")
+        data += chunk
+    return data
+
+
+def _exec(argv: list[str], env: dict[str, str]) -> None:
+    # Python ignores these two; an exec'd program must get the default actions back.
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        os.execve(argv[0], argv, env)
+    except OSError as exc:
+        python_engine.Channel().send({"t": "error", "kind": "runner", "message": f"cannot start {os.path.basename(argv[0])}: {exc.strerror}"})
+        os._exit(127)
+
+
+def _child(cfg: dict, slot: dict, kind: str, fds: list[int]) -> None:
+    """The forked child: sandbox, then wait for the request (python) or exec node right away."""
+    try:
+        stdin_r, stdout_w, stderr_w, proto_w = fds
+        for target, fd in ((0, stdin_r), (1, stdout_w), (2, stderr_w), (3, proto_w)):
+            os.dup2(fd, target)
+        os.closerange(4, 65536)
+        _become_sandbox(cfg, slot, kind)
+    except BaseException as exc:  # noqa: BLE001 - report why this spare is unusable
+        try:
+            os.write(3, (json.dumps({"t": "error", "kind": "runner", "message": f"sandbox setup failed: {exc}"}) + "\n").encode())
+        finally:
+            os._exit(126)
+    env = dict(os.environ)
+    # Sandboxed and waiting: only now may the supervisor hand this child a request.
+    python_engine.Channel().send({"t": "ready"})
+    if kind == "node":
+        _exec(cfg["node_argv"], env)
+    # A general spare: a length-prefixed header says what to become, the request follows.
+    try:
+        (size,) = struct.unpack(">I", _read_exact(0, 4))
+        header = json.loads(_read_exact(0, size))
+    except Exception:
+        os._exit(0)  # the supervisor retired this spare without a run
+    if header.get("mode") == "exec":
+        _exec(header["argv"], env)
+    python_engine.serve(0)
+
+
+class Zygote:
+    def __init__(self, fd: int) -> None:
+        self.sock = socket.socket(fileno=fd)
+        self.cfg: dict = {}
+        self.children: set[int] = set()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+        os.set_blocking(self.wake_r, False)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.sock, selectors.EVENT_READ, "sock")
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
+
+    def send(self, message: dict, fds: list[int] | None = None) -> None:
+        data = json.dumps(message).encode()
+        if fds:
+            socket.send_fds(self.sock, [data], fds)
+        else:
+            self.sock.send(data)
+
+    def spawn(self, index: int, kind: str) -> None:
+        slot = self.cfg["slots"][index]
+        pipes = [os.pipe() for _ in range(4)]  # stdin, stdout, stderr, protocol
+        child_fds = [pipes[0][0], pipes[1][1], pipes[2][1], pipes[3][1]]
+        parent_fds = [pipes[0][1], pipes[1][0], pipes[2][0], pipes[3][0]]
+        pid = os.fork()
+        if pid == 0:
+            try:
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                self.selector.close()
+                self.sock.detach()
+                for fd in parent_fds + [self.wake_r, self.wake_w]:
+                    os.close(fd)
+                _child(self.cfg, slot, kind, child_fds)
+            finally:
+                os._exit(126)
+        self.children.add(pid)
+        for fd in child_fds:
+            os.close(fd)
+        try:
+            self.send({"op": "spawned", "slot": index, "pid": pid, "kind": kind}, parent_fds)
+        finally:
+            for fd in parent_fds:
+                os.close(fd)
+
+    def reap(self) -> None:
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            # Orphans of user code are re-parented here (subreaper); only our own children matter.
+            if pid in self.children:
+                self.children.discard(pid)
+                cpu = usage.ru_utime + usage.ru_stime
+                self.send({"op": "exit", "pid": pid, "status": status, "cpu": cpu})
+
+    def serve(self) -> None:
+        while True:
+            for key, _ in self.selector.select():
+                if key.data == "wake":
+                    self.reap()
+                    continue
+                data = self.sock.recv(1 << 20)
+                if not data:
+                    return
+                message = json.loads(data)
+                if message["op"] == "config":
+                    self.cfg = message
+                elif message["op"] == "spawn":
+                    try:
+                        self.spawn(message["slot"], message.get("kind", "python"))
+                    except OSError as exc:
+                        self.send({"op": "spawn_failed", "slot": message["slot"], "error": str(exc)})
+
+
+def main() -> None:
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    zygote = Zygote(int(sys.argv[1]))
+    gc.collect()
+    gc.freeze()  # fork without touching (copying) the pages of every pre-imported object
+    zygote.serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,302 @@
+"""The API side of the sandbox runner: starts the supervisor process and talks to it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import socket
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+from codeactions.config import LogSettings, RunnerSettings
+from codeactions.runner.base import CompileError, Language, RunLogLine, RunOutcome, RunRequest
+
+logger = logging.getLogger(__name__)
+
+ENGINES_DIR = Path(__file__).resolve().parent / "engines"
+SUPERVISOR = ENGINES_DIR / "supervisor.py"
+# The only variables the supervisor gets: none of the service's secrets.
+SUPERVISOR_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+START_TIMEOUT = 60.0
+# How long past a run's own timeout the API waits before declaring the supervisor stuck.
+GRACE = 15.0
+COMPILE_TIMEOUT = 120.0
+
+
+class SupervisorGone(Exception):
+    """The supervisor process ended or stopped answering."""
+
+
+class SandboxRunner:
+    """Runs user code in a separate, clean supervisor process; implements runner.base.Runner."""
+
+    def __init__(self, settings: RunnerSettings, logs: LogSettings) -> None:
+        self.settings = settings
+        self.max_log_chars = logs.max_content_chars
+        self._ids = itertools.count(1)
+        self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._process: asyncio.subprocess.Process | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._stderr_task: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[dict[str, Any]] | None = None
+        self._status: dict[str, Any] = {}
+        self._closing = False
+        self._restart_lock = asyncio.Lock()
+        self._generation = 0
+        self._in_flight = 0
+        self.restarts = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._closing = False
+        await self._spawn()
+
+    async def _spawn(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        loop = asyncio.get_running_loop()
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                self.settings.python,
+                "-I",
+                str(SUPERVISOR),
+                str(theirs.fileno()),
+                pass_fds=[theirs.fileno()],
+                env=SUPERVISOR_ENV,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                cwd="/",
+                start_new_session=True,
+            )
+        finally:
+            theirs.close()
+        reader, writer = await asyncio.open_connection(sock=ours, limit=1 << 26)
+        self._writer = writer
+        self._generation += 1
+        self._ready = loop.create_future()
+        self._reader_task = asyncio.create_task(self._read(reader, self._generation))
+        self._stderr_task = asyncio.create_task(self._relay_stderr(self._process))
+        self._send(
+            {
+                "op": "init",
+                "settings": self.settings.model_dump(),
+                "max_log_chars": self.max_log_chars,
+            }
+        )
+        try:
+            status = await asyncio.wait_for(asyncio.shield(self._ready), START_TIMEOUT)
+        except (TimeoutError, SupervisorGone) as exc:
+            await self._kill_process()
+            raise RuntimeError(f"the runner supervisor did not start: {exc}") from exc
+        self._status = status
+        for warning in status.get("warnings", []):
+            logger.warning("runner: weaker isolation: %s", warning)
+        logger.info(
+            "runner ready: isolation=%s network=%s cgroups=%s slots=%s",
+            status.get("isolation"),
+            status.get("network"),
+            status.get("cgroups"),
+            status.get("slots"),
+        )
+
+    async def close(self) -> None:
+        self._closing = True
+        await self._kill_process(graceful=True)
+        self._fail_waiters("the runner was stopped")
+
+    async def _kill_process(self, graceful: bool = False) -> None:
+        process = self._process
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if process is not None and process.returncode is None:
+            # EOF on its socket makes the supervisor kill every sandbox and exit; SIGKILL if not.
+            if graceful:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(process.wait(), 10)
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        for task in (self._reader_task, self._stderr_task):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    # ------------------------------------------------------------------ protocol
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if self._writer is None or self._writer.is_closing():
+            raise SupervisorGone("no supervisor")
+        data = json.dumps(message).encode()
+        self._writer.write(struct.pack(">I", len(data)) + data)
+
+    async def _read(self, reader: asyncio.StreamReader, generation: int) -> None:
+        try:
+            while True:
+                header = await reader.readexactly(4)
+                (size,) = struct.unpack(">I", header)
+                frame = json.loads(await reader.readexactly(size))
+                op = frame.get("op")
+                if op == "ready":
+                    if self._ready is not None and not self._ready.done():
+                        self._ready.set_result(frame["status"])
+                elif op in ("done", "compiled"):
+                    waiter = self._waiters.pop(frame["id"], None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(frame)
+                elif op == "warning":
+                    logger.warning("runner: %s", frame.get("message"))
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError) as exc:
+            logger.debug("runner connection ended: %r", exc)
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(SupervisorGone("the supervisor exited during start-up"))
+        if generation == self._generation:
+            self._fail_waiters("the runner supervisor stopped")
+            if not self._closing:
+                asyncio.create_task(self._restart(generation))
+
+    async def _relay_stderr(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stderr is not None
+        async for line in process.stderr:
+            logger.warning("%s", line.decode("utf-8", "replace").rstrip())
+
+    def _fail_waiters(self, message: str) -> None:
+        waiters, self._waiters = self._waiters, {}
+        for waiter in waiters.values():
+            if not waiter.done():
+                waiter.set_exception(SupervisorGone(message))
+
+    async def _restart(self, generation: int) -> None:
+        async with self._restart_lock:
+            if self._closing or generation != self._generation:
+                return
+            logger.error("runner supervisor died; restarting it")
+            self.restarts += 1
+            await self._kill_process()
+            delay = 0.1
+            while not self._closing:
+                try:
+                    await self._spawn()
+                    return
+                except Exception as exc:
+                    logger.error("runner supervisor restart failed: %s", exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+
+    async def _request(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+        if self._restart_lock.locked():
+            async with self._restart_lock:
+                pass  # wait for the restart in progress
+        request_id = str(next(self._ids))
+        message["id"] = request_id
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiters[request_id] = waiter
+        generation = self._generation
+        try:
+            self._send(message)
+            return await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            # The supervisor owes an answer well past the run's own deadline: it is stuck.
+            if generation == self._generation and not self._closing:
+                logger.error("runner supervisor did not answer in %.0f s; restarting it", timeout)
+                asyncio.create_task(self._restart(generation))
+            raise SupervisorGone("the runner did not answer") from None
+        finally:
+            self._waiters.pop(request_id, None)
+
+    # ------------------------------------------------------------------ Runner
+
+    async def run(self, request: RunRequest) -> RunOutcome:
+        started = time.monotonic()
+        payload = {
+            "run_id": request.run_id,
+            "code_id": request.code_id,
+            "language": request.language,
+            "source": request.source,
+            "timeout": request.timeout,
+            "params": request.params,
+            "body": request.body,
+            "headers": request.headers,
+            "method": request.method,
+        }
+        self._in_flight += 1
+        try:
+            # Queue time counts too: waiting for a slot must not look like a dead supervisor.
+            frame = await self._request(
+                {"op": "run", "request": payload}, request.timeout * 2 + GRACE + 60
+            )
+        except SupervisorGone as exc:
+            return RunOutcome(
+                ok=False,
+                reason="runner",
+                error=f"runner failure: {exc}",
+                duration=time.monotonic() - started,
+            )
+        finally:
+            self._in_flight -= 1
+        return _outcome(frame["outcome"])
+
+    async def check(self, language: Language, source: str) -> None:
+        if language != "go":
+            return
+        try:
+            frame = await self._request({"op": "compile", "source": source}, COMPILE_TIMEOUT)
+        except SupervisorGone as exc:
+            raise CompileError(f"the Go compiler is unavailable: {exc}") from None
+        if frame.get("error"):
+            raise CompileError(str(frame["error"]))
+        if frame.get("runner_error"):
+            raise CompileError(str(frame["runner_error"]))
+
+    def status(self) -> dict[str, Any]:
+        alive = (
+            self._process is not None
+            and self._process.returncode is None
+            and self._writer is not None
+            and not self._writer.is_closing()
+        )
+        slots = int(self._status.get("slots", self.settings.slots))
+        return {
+            "ok": alive,
+            "isolation": self._status.get("isolation", "unknown"),
+            "network": self._status.get("network", "unknown"),
+            "cgroups": self._status.get("cgroups", "none"),
+            "slots": slots,
+            "busy": min(self._in_flight, slots),
+            "queued": max(0, self._in_flight - slots),
+            "node_spares": self._status.get("node_spares", 0),
+            "warnings": list(self._status.get("warnings", [])),
+            "restarts": self.restarts,
+            "supervisor_pid": self._process.pid if self._process is not None else None,
+        }
+
+
+def _outcome(data: dict[str, Any]) -> RunOutcome:
+    return RunOutcome(
+        ok=bool(data.get("ok")),
+        result=str(data.get("result", "")),
+        status_code=data.get("status_code", 200),
+        content_type=str(data.get("content_type", "text")),
+        reason=data.get("reason"),
+        error=str(data.get("error", "")),
+        logs=[
+            RunLogLine(type=str(kind), content=str(content), at=float(at))
+            for kind, content, at in data.get("logs", [])
+        ],
+        duration=float(data.get("duration", 0.0)),
+    )
+
+
+def interpreter_exists(path: str) -> bool:
+    """Whether the configured interpreter can be started (used by health checks)."""
+    return os.access(path, os.X_OK)

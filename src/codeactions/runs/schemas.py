@@ -1,0 +1,74 @@
+"""The CodeRun object, the /run request and response, with the original's field names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from codeactions.codes.schemas import go_time
+from codeactions.db.models import CodeRun
+
+
+class Message(BaseModel):
+    """Every error body, as the original's Echo rendered it."""
+
+    message: str
+
+
+class CodeRunOut(BaseModel):
+    """The original's CodeRun object (`internal/coderun/coderun.go`); empty legacy ids omitted."""
+
+    id: str
+    mongo_object_id: str | None = Field(default=None, description="Legacy ObjectID, when any.")
+    code_id: str = Field(description="UUID of the code (empty when unknown)")
+    code_mongo_id: str | None = Field(
+        default=None, description="The legacy ObjectID the code was invoked with, when any."
+    )
+    status: str = Field(description="started | completed | failed")
+    result: str | None = Field(description="What the code set; the error text on failure")
+    extra: dict[str, Any] | None = Field(
+        description="status_code and content_type; on failure also reason and error"
+    )
+    params: dict[str, Any] | None
+    body: str | None
+    headers: dict[str, Any] | None = Field(description="Request headers, credentials redacted")
+    created_at: str = Field(description="RFC 3339, UTC")
+    updated_at: str = Field(description="RFC 3339, UTC")
+
+
+class RunCodeIn(BaseModel):
+    """Optional body of `POST /run/{code_id}`: what the code sees as its request."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    params: dict[str, str] = Field(default_factory=dict)
+    body: str = ""
+    headers: dict[str, list[str]] = Field(default_factory=dict)
+    method: str = "POST"
+
+
+class RunCodeOut(BaseModel):
+    code_id: str = Field(description="The id given in the path")
+    result: CodeRunOut
+
+
+def run_json(run: CodeRun) -> dict[str, Any]:
+    """The CodeRun object; `mongo_object_id` and `code_mongo_id` only when set, as `omitempty`."""
+    body: dict[str, Any] = {"id": str(run.id)}
+    if run.mongo_object_id:
+        body["mongo_object_id"] = run.mongo_object_id
+    body["code_id"] = str(run.code_id) if run.code_id else ""
+    if run.code_mongo_id:
+        body["code_mongo_id"] = run.code_mongo_id
+    body.update(
+        status=run.status,
+        result=run.result if run.result is not None else "",
+        extra=run.extra,
+        params=run.params,
+        body=run.body if run.body is not None else "",
+        headers=run.headers,
+        created_at=go_time(run.created_at),
+        updated_at=go_time(run.updated_at),
+    )
+    return body

@@ -1,0 +1,556 @@
+"""Running a code and keeping its run record; reading run records (project members only)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from codeactions.auth.permissions import authorize
+from codeactions.auth.principals import Principal, Role
+from codeactions.codes.repository import get_by_any_id, is_object_id, parse_uuid
+from codeactions.db.models import Code, CodeRun, utcnow
+from codeactions.errors import (
+    AppError,
+    BadRequest,
+    CodeNotFound,
+    RunNotFound,
+    RunTimedOut,
+    Unavailable,
+)
+from codeactions.logs.store import LogEntry, LogStore
+from codeactions.ops.metrics import Metrics
+from codeactions.runner.base import Language, Runner, RunOutcome, RunRequest
+from codeactions.runs import repository
+from codeactions.runs.queue import RunQueue, Ticket
+
+log = logging.getLogger(__name__)
+
+# The runner kills a run at its deadline; this much later we stop waiting for the runner itself.
+RUNNER_GRACE_SECONDS = 2.0
+
+REDACTED = "[REDACTED]"
+_SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-auth-token"}
+)
+_SECRET_PARTS = ("token", "secret", "password", "signature")
+
+# What the caller is told for failures that are not the code's own exception.
+_EXPLAINED = {
+    "timeout": "timeout",
+    "memory": "memory limit exceeded",
+    "cpu": "CPU time limit exceeded",
+    "output": "output limit exceeded",
+    "file_size": "file size limit exceeded",
+    "killed": "the process was killed",
+    "runner": "the code runner failed",
+}
+_MAX_MESSAGE_CHARS = 500
+
+
+class RunFailed(AppError):
+    """The code ran and failed: the caller gets a short message with the run id, no traceback."""
+
+    status_code = 500
+
+    def __init__(self, message: str, *, status_code: int = 500) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class DisabledRunner:
+    """Stands in for the sandbox runner when it is turned off: every execution answers 503."""
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def run(self, request: RunRequest) -> RunOutcome:
+        raise Unavailable("code runner is disabled")
+
+    async def check(self, language: Language, source: str) -> None:
+        return None  # nothing to compile with; a save is not refused for it
+
+    def status(self) -> dict[str, Any]:
+        return {"ok": True, "enabled": False, "isolation": "none"}
+
+
+# --- inputs -------------------------------------------------------------------------------
+
+
+@dataclass
+class RunInputs:
+    """The request as the code sees it."""
+
+    params: dict[str, str] = field(default_factory=dict)
+    body: str = ""
+    headers: dict[str, list[str]] = field(default_factory=dict)
+    method: str = "POST"
+
+
+def is_secret_header(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in _SECRET_HEADERS or any(part in lowered for part in _SECRET_PARTS)
+
+
+def redact_headers(headers: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Headers as stored on the run: credentials replaced, so run readers never see them."""
+    return {
+        name: [REDACTED] * max(1, len(values)) if is_secret_header(name) else list(values)
+        for name, values in headers.items()
+    }
+
+
+# --- execution ----------------------------------------------------------------------------
+
+
+@dataclass
+class Executor:
+    """What an execution needs, taken from the app's state for each request."""
+
+    runner: Runner
+    queue: RunQueue
+    sessionmaker: async_sessionmaker[AsyncSession]
+    log_store: LogStore
+    metrics: Metrics
+    tasks: set[asyncio.Task[Any]]
+
+
+@dataclass
+class Execution:
+    run: CodeRun
+    outcome: RunOutcome
+    status_code: int  # the HTTP status the caller is answered
+    media_type: str  # on success
+    error: AppError | None = None  # on failure: what the caller is answered
+
+
+def code_timeout_seconds(code: Code) -> float:
+    """The code's whole budget: queue wait plus execution (the original read a stored 0 as 60)."""
+    return float(code.timeout or 60)
+
+
+def response_status(value: Any) -> int:
+    """The status the code set when it is an int or a numeric string of a final status, else 200.
+
+    (The original's PG mode ignored ints, a bug; 1xx cannot end a response, Go answered 200.)
+    """
+    if isinstance(value, bool):
+        return 200
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.isdecimal():
+            return 200
+        value = int(text)
+    if isinstance(value, int) and 200 <= value <= 599:
+        return value
+    return 200
+
+
+def media_type(content_type: Any) -> str:
+    if content_type == "json":
+        return "application/json; charset=UTF-8"
+    if content_type == "html":
+        return "text/html; charset=UTF-8"
+    return "text/plain; charset=UTF-8"
+
+
+def short_error(outcome: RunOutcome) -> str:
+    """One line for the caller: the traceback's last line, or the limit that ended the run."""
+    if outcome.reason == "exception":
+        lines = [line.strip() for line in outcome.error.strip().splitlines() if line.strip()]
+        text = lines[-1] if lines else "the code raised an exception"
+    else:
+        text = _EXPLAINED.get(outcome.reason or "runner", "the code failed")
+    return text[:_MAX_MESSAGE_CHARS]
+
+
+def _failure(outcome: RunOutcome, run_id: uuid.UUID) -> AppError:
+    if outcome.reason == "timeout":
+        return RunTimedOut()
+    message = f"error on executing code: {short_error(outcome)} (run {run_id})"
+    if outcome.reason == "runner":
+        return Unavailable(message)
+    return RunFailed(message)
+
+
+def _failed(reason: Any, error: str) -> RunOutcome:
+    return RunOutcome(ok=False, reason=reason, error=error, status_code=None, content_type="text")
+
+
+async def execute(ex: Executor, *, code: Code, invoked_id: str, inputs: RunInputs) -> Execution:
+    """Run the code once: record it `started`, wait for a slot, run, record the outcome.
+
+    Raises QueueFull at once when the queue is full. The work runs as its own task, which
+    answers as soon as the outcome is known and then records it: the caller does not wait for
+    the bookkeeping, and a client that disconnects does not cancel it.
+    """
+    started = time.perf_counter()
+    deadline = asyncio.get_running_loop().time() + code_timeout_seconds(code)
+    try:
+        ticket = ex.queue.admit()
+    except AppError:
+        _count(ex, code, "rejected", None, started)
+        raise
+    answer: asyncio.Future[Execution] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        _execute(
+            ex,
+            ticket,
+            answer,
+            code=code,
+            invoked_id=invoked_id,
+            inputs=inputs,
+            deadline=deadline,
+            started=started,
+        )
+    )
+    ex.tasks.add(task)
+    task.add_done_callback(ex.tasks.discard)
+    return await asyncio.shield(answer)
+
+
+def _label(outcome: RunOutcome) -> str:
+    if outcome.ok:
+        return "completed"
+    return "timeout" if outcome.reason == "timeout" else "failed"
+
+
+def _count(ex: Executor, code: Code, outcome: str, reason: str | None, started: float) -> None:
+    try:
+        ex.metrics.run_finished(
+            project_uuid=code.project_uuid,
+            code_id=str(code.id),
+            language=code.language,
+            outcome=outcome,
+            reason=reason,
+            seconds=time.perf_counter() - started,
+        )
+    except Exception:  # metrics never fail a run
+        log.exception("recording run metrics failed")
+
+
+async def _execute(
+    ex: Executor,
+    ticket: Ticket,
+    answer: asyncio.Future[Execution],
+    *,
+    code: Code,
+    invoked_id: str,
+    inputs: RunInputs,
+    deadline: float,
+    started: float,
+) -> None:
+    try:
+        execution = await _run_once(
+            ex, ticket, code=code, invoked_id=invoked_id, inputs=inputs, deadline=deadline
+        )
+    except BaseException as exc:
+        if not answer.done():
+            if isinstance(exc, asyncio.CancelledError):
+                answer.cancel()
+            else:
+                answer.set_exception(exc)
+        _count(ex, code, "failed", "runner", started)
+        raise
+    answer.set_result(execution)
+    outcome, run = execution.outcome, execution.run
+    await _record_finish(ex, run)
+    await _write_logs(ex, run, invoked_id=invoked_id, outcome=outcome)
+    _count(ex, code, _label(outcome), outcome.reason, started)
+
+
+async def _run_once(
+    ex: Executor,
+    ticket: Ticket,
+    *,
+    code: Code,
+    invoked_id: str,
+    inputs: RunInputs,
+    deadline: float,
+) -> Execution:
+    """Record the run, run it, and settle what the caller is answered and what is stored."""
+    passthrough: AppError | None = None
+    try:
+        run = await _record_start(ex, code=code, invoked_id=invoked_id, inputs=inputs)
+        try:
+            outcome = await _run_in_slot(
+                ex, ticket, run=run, code=code, inputs=inputs, deadline=deadline
+            )
+        except AppError as exc:  # e.g. the runner is disabled: the caller gets its answer
+            passthrough = exc
+            outcome = _failed("runner", exc.message)
+    finally:
+        ticket.release()  # free the slot before the bookkeeping
+
+    if outcome.ok:
+        status = response_status(outcome.status_code)
+        extra: dict[str, Any] = {
+            "status_code": outcome.status_code,
+            "content_type": outcome.content_type,
+        }
+        result, error = outcome.result, None
+    else:
+        error = passthrough or _failure(outcome, run.id)
+        status = error.status_code
+        extra = {
+            "status_code": status,
+            "content_type": "text",
+            "reason": outcome.reason,
+            "error": short_error(outcome) if passthrough is None else passthrough.message,
+        }
+        result = outcome.error or str(extra["error"])
+        if outcome.reason == "runner":
+            log.warning("run %s failed in the runner: %s", run.id, outcome.error[:500])
+    # The run as it will be stored; the caller may be answered before the UPDATE lands.
+    run.status = "completed" if outcome.ok else "failed"
+    run.result, run.extra, run.updated_at = result, extra, utcnow()
+    return Execution(run, outcome, status, media_type(outcome.content_type), error)
+
+
+async def _record_start(ex: Executor, *, code: Code, invoked_id: str, inputs: RunInputs) -> CodeRun:
+    try:
+        async with ex.sessionmaker() as session, session.begin():
+            return await repository.insert_started_run(
+                session,
+                code_id=code.id,
+                code_mongo_id=invoked_id if is_object_id(invoked_id) else None,
+                params=inputs.params,
+                body=inputs.body,
+                headers=redact_headers(inputs.headers),
+            )
+    except Exception as exc:
+        log.exception("recording a run as started failed")
+        raise Unavailable("could not record the run") from exc
+
+
+async def _run_in_slot(
+    ex: Executor,
+    ticket: Ticket,
+    *,
+    run: CodeRun,
+    code: Code,
+    inputs: RunInputs,
+    deadline: float,
+) -> RunOutcome:
+    try:
+        async with asyncio.timeout_at(deadline):
+            await ticket.wait_for_slot()
+    except TimeoutError:
+        return _failed("timeout", "timed out waiting for a free runner slot")
+    remaining = deadline - asyncio.get_running_loop().time()
+    if remaining <= 0:
+        return _failed("timeout", "timed out waiting for a free runner slot")
+    request = RunRequest(
+        run_id=str(run.id),
+        code_id=str(code.id),
+        language=code.language,  # type: ignore[arg-type]
+        source=code.source,
+        timeout=remaining,
+        params=inputs.params,
+        body=inputs.body,
+        headers=inputs.headers,
+        method=inputs.method,
+    )
+    try:
+        async with asyncio.timeout_at(deadline + RUNNER_GRACE_SECONDS):
+            return await ex.runner.run(request)
+    except TimeoutError:
+        log.error("the runner did not end run %s at its deadline", run.id)
+        return _failed("timeout", "the run did not end by its deadline")
+    except AppError:
+        raise
+    except Exception as exc:
+        log.exception("the runner failed on run %s", run.id)
+        return _failed("runner", f"runner error: {type(exc).__name__}")
+
+
+async def _record_finish(ex: Executor, run: CodeRun) -> None:
+    try:
+        async with ex.sessionmaker() as session, session.begin():
+            await repository.finish_run(
+                session,
+                run.id,
+                status=run.status,
+                result=run.result or "",
+                extra=run.extra or {},
+                updated_at=run.updated_at,
+            )
+    except Exception:  # the caller has its answer; the reaper ends the record
+        log.exception("recording the outcome of run %s failed", run.id)
+
+
+async def _write_logs(ex: Executor, run: CodeRun, *, invoked_id: str, outcome: RunOutcome) -> None:
+    entries = [
+        LogEntry(
+            run_id=str(run.id),
+            code_id=invoked_id,
+            type=line.type,
+            content=line.content,
+            seq=seq,
+            created_at=datetime.fromtimestamp(line.at, UTC) if line.at else utcnow(),
+        )
+        for seq, line in enumerate(outcome.logs)
+    ]
+    if not outcome.ok and outcome.error and not any(e.content == outcome.error for e in entries):
+        # The traceback (or why the run was stopped) belongs with the run's logs.
+        entries.append(
+            LogEntry(
+                run_id=str(run.id),
+                code_id=invoked_id,
+                type="error",
+                content=outcome.error,
+                seq=len(entries),
+            )
+        )
+    if not entries:
+        return
+    try:
+        await ex.log_store.write(entries)
+    except Exception:
+        log.exception("writing the logs of run %s failed", run.id)
+
+
+def raise_for_failure(execution: Execution) -> None:
+    if execution.error is not None:
+        raise execution.error
+
+
+async def find_code(sessionmaker: async_sessionmaker[AsyncSession], code_id: str) -> Code | None:
+    async with sessionmaker() as session:
+        return await get_by_any_id(session, code_id)
+
+
+async def find_code_to_run(
+    sessionmaker: async_sessionmaker[AsyncSession], principal: Principal, code_id: str
+) -> Code:
+    """The code `POST /run` may execute: Contributors of its project (others get a 404)."""
+    async with sessionmaker() as session:
+        code = await get_by_any_id(session, code_id)
+        if code is None:
+            raise CodeNotFound()
+        await authorize(
+            session, principal, code.project_uuid, Role.CONTRIBUTOR, not_member=CodeNotFound()
+        )
+        return code
+
+
+# --- reading runs -------------------------------------------------------------------------
+
+
+async def _code_of_run(session: AsyncSession, run: CodeRun) -> Code | None:
+    for key in (str(run.code_id) if run.code_id else None, run.code_mongo_id):
+        if key:
+            code = await get_by_any_id(session, key)
+            if code is not None:
+                return code
+    return None
+
+
+async def get_run(session: AsyncSession, principal: Principal, *, run_id: str) -> CodeRun:
+    """A run, for Viewers of its code's project; a deleted code's runs for admins only."""
+    run = await get_run_by_id(session, run_id)
+    if principal.sees_all_projects:
+        return run
+    code = await _code_of_run(session, run)
+    if code is None:
+        raise RunNotFound()
+    await authorize(session, principal, code.project_uuid, Role.VIEWER, not_member=RunNotFound())
+    return run
+
+
+async def get_run_by_id(session: AsyncSession, run_id: str) -> CodeRun:
+    run = await repository.get_run_by_any_id(session, run_id)
+    if run is None:
+        raise RunNotFound()
+    return run
+
+
+def parse_time(value: str | None, name: str) -> datetime | None:
+    """A date or time as carbon parsed them: `2024-12-10`, `2024-12-10T10:00:00`, `... 10:00:00`,
+    RFC 3339 with `Z` or an offset. Without a zone it is UTC."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text[-1] in "zZ":
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(f"invalid {name} parameter") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def parse_int(value: str | None, name: str, *, default: int, low: int, high: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise BadRequest(f"invalid {name} parameter") from None
+    if not low <= number <= high:
+        raise BadRequest(f"invalid {name} parameter")
+    return number
+
+
+@dataclass
+class RunPage:
+    runs: list[CodeRun]
+    total: int
+    page: int
+    page_size: int
+
+    @property
+    def has_next(self) -> bool:
+        return self.page * self.page_size < self.total
+
+
+async def list_runs(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    code_id: str | None,
+    after: str | None,
+    before: str | None,
+    page: str | None,
+    page_size: str | None,
+) -> RunPage:
+    """A code's runs, newest first, for Viewers of its project (runs of a deleted code: admins)."""
+    if not code_id:
+        raise BadRequest("valid code_id is required")
+    since = parse_time(after, "after")
+    until = parse_time(before, "before")
+    number = parse_int(page, "page", default=1, low=1, high=10**9)
+    size = parse_int(page_size, "page_size", default=100, low=1, high=1000)
+
+    code_uuid: uuid.UUID | None
+    code = await get_by_any_id(session, code_id)
+    if code is not None:
+        if not principal.sees_all_projects:
+            await authorize(
+                session, principal, code.project_uuid, Role.VIEWER, not_member=CodeNotFound()
+            )
+        code_uuid, mongo_id = code.id, code.mongo_object_id
+    elif principal.sees_all_projects:
+        code_uuid = parse_uuid(code_id)
+        mongo_id = code_id if is_object_id(code_id) else None
+    else:
+        raise CodeNotFound()
+    runs, total = await repository.list_runs(
+        session,
+        code_uuid=code_uuid,
+        code_mongo_id=mongo_id,
+        after=since,
+        before=until,
+        offset=(number - 1) * size,
+        limit=size,
+    )
+    return RunPage(runs, total, number, size)

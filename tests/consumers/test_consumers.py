@@ -1,0 +1,366 @@
+"""RabbitMQ consumers against the local broker: events applied, poison dead-lettered, reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import aio_pika
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from codeactions.config import RabbitSettings, Settings
+from codeactions.main import create_app
+from codeactions.projects import service
+from codeactions.projects.consumers import EventConsumers
+from tests.conftest import ADMIN, need_service
+
+RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+@pytest.fixture
+def rabbit(request: pytest.FixtureRequest) -> Iterator[RabbitSettings]:
+    """Exchange and queue names of this test only, deleted afterwards."""
+    need_service("RabbitMQ", "127.0.0.1", 5672)
+    tag = f"test-{uuid.uuid4().hex[:10]}"
+    settings = RabbitSettings(
+        url=RABBIT_URL,
+        project_exchange=f"{tag}.projects.topic",
+        project_queue=f"{tag}.code-actions.projects",
+        permission_exchange=f"{tag}.permissions.topic",
+        permission_queue=f"{tag}.code-actions-permissions",
+        dead_letter_exchange=f"{tag}.dlx",
+        reconnect_seconds=0.3,
+        retry_seconds=0.05,
+        max_retries=2,
+    )
+    yield settings
+    asyncio.run(_delete_entities(settings))
+
+
+async def _delete_entities(settings: RabbitSettings) -> None:
+    connection = await aio_pika.connect(settings.url)
+    async with connection:
+        for queue in (settings.project_queue, settings.permission_queue):
+            for name in (queue, f"{queue}.dead"):
+                channel = await connection.channel()
+                await channel.queue_delete(name)
+        for exchange in (
+            settings.project_exchange,
+            settings.permission_exchange,
+            settings.dead_letter_exchange,
+        ):
+            channel = await connection.channel()
+            await channel.exchange_delete(exchange)
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings], rabbit: RabbitSettings) -> Settings:
+    return make_settings(rabbitmq=rabbit)
+
+
+@pytest.fixture
+async def consumers(app: FastAPI) -> EventConsumers:
+    consumers: EventConsumers = app.state.consumers
+    await asyncio.wait_for(consumers.ready.wait(), 15)
+    return consumers
+
+
+@pytest.fixture
+async def publish(rabbit: RabbitSettings) -> AsyncIterator[Callable[[str, Any], Awaitable[None]]]:
+    connection = await aio_pika.connect(rabbit.url)
+    channel = await connection.channel()
+
+    async def send(kind: str, body: Any) -> None:
+        name = rabbit.project_exchange if kind == "project" else rabbit.permission_exchange
+        exchange = await channel.get_exchange(name)
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        await exchange.publish(
+            aio_pika.Message(raw, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            routing_key="event",
+        )
+
+    yield send
+    await connection.close()
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], within: float = 10.0) -> Any:
+    """Poll until `check` returns a truthy value (and return it) or fail after `within` s."""
+    deadline = asyncio.get_running_loop().time() + within
+    last: Any = None
+    while asyncio.get_running_loop().time() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.05)
+    pytest.fail(f"condition not met within {within}s (last: {last!r})")
+
+
+async def members(client: httpx.AsyncClient, project: str) -> dict[str, int]:
+    response = await client.get(f"/projects/{project}/permissions", headers=ADMIN)
+    if response.status_code != 200:
+        return {}
+    return {p["email"]: p["role"] for p in response.json()}
+
+
+async def dead_letters(
+    rabbit: RabbitSettings, queue: str
+) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    connection = await aio_pika.connect(rabbit.url)
+    async with connection:
+        channel = await connection.channel()
+        dead = await channel.declare_queue(f"{queue}.dead", passive=True)
+        found = []
+        while (message := await dead.get(fail=False)) is not None:
+            await message.ack()
+            found.append(message)
+        return found
+
+
+def project_message(project: str, **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "uuid": project,
+        "name": "Acme",
+        "is_template": False,
+        "user_email": "owner@example.com",
+        "date_format": "D",
+        "template_type_uuid": None,
+        "timezone": "America/Sao_Paulo",
+        "organization_id": 420209,
+        "extra_fields": {},
+        "authorizations": [
+            {"user_email": "owner@example.com", "role": 3},
+            {"user_email": "viewer@example.com", "role": 1},
+        ],
+        "description": "d",
+        "organization_uuid": str(uuid.uuid4()),
+        "brain_on": True,
+    }
+    body.update(overrides)
+    return body
+
+
+async def test_project_creation_message_creates_project_and_members(
+    client: httpx.AsyncClient, consumers: EventConsumers, publish: Any
+) -> None:
+    project = str(uuid.uuid4())
+    await publish("project", project_message(project))
+    await publish("project", project_message(project))  # the same event twice: same state
+
+    assert await eventually(lambda: members(client, project)) == {
+        "owner@example.com": 3,
+        "viewer@example.com": 1,
+    }
+    response = await client.get(f"/projects/{project}", headers=ADMIN)
+    assert response.status_code == 200
+    assert response.json()["name"] == "Acme"
+
+
+async def test_permission_messages_create_update_and_delete_members(
+    client: httpx.AsyncClient, consumers: EventConsumers, publish: Any
+) -> None:
+    project = str(uuid.uuid4())
+    await publish(
+        "permission", {"action": "create", "project": project, "user": "a@x.org", "role": 1}
+    )
+    await publish(
+        "permission", {"action": "create", "project": project, "user": "b@x.org", "role": 2}
+    )
+    await publish(
+        "permission", {"action": "create", "project": project, "user": "a@x.org", "role": 3}
+    )
+    await publish(
+        "permission", {"action": "update", "project": project, "user": "b@x.org", "role": 3}
+    )
+    await publish(
+        "permission", {"action": "update", "project": project, "user": "c@x.org", "role": 2}
+    )
+    await publish(
+        "permission", {"action": "delete", "project": project, "user": "c@x.org", "role": 0}
+    )
+    await publish("permission", {"action": "delete", "project": project, "user": "c@x.org"})
+    marker = {"action": "create", "project": project, "user": "last@x.org", "role": 1}
+    await publish("permission", marker)
+
+    async def settled() -> dict[str, int] | None:
+        now = await members(client, project)
+        return now if "last@x.org" in now else None
+
+    # `create` never changes an existing member (as the original); `update` upserts.
+    assert await eventually(settled) == {"a@x.org": 1, "b@x.org": 3, "last@x.org": 1}
+
+
+POISON = [
+    b"not json at all",
+    b'{"uuid": "p", "name": "n", "organization_id": "420209"}',
+    b'{"uuid": "p", "name": "n", "authorizations": [{"user_email": "a@x.org", "role": "3"}]}',
+    b'{"name": "no uuid"}',
+    b'{"uuid": "p", "name": "n", "authorizations": [{"user_email": "a@x.org", "role": 9}]}',
+]
+
+
+async def test_poison_messages_go_to_the_dead_letter_queue_and_consumption_goes_on(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    consumers: EventConsumers,
+    publish: Any,
+    rabbit: RabbitSettings,
+) -> None:
+    for body in POISON:
+        await publish("project", body)
+    await publish("permission", {"action": "promote", "project": "p", "user": "a@x.org", "role": 1})
+    await publish("permission", {"action": "create", "project": "p", "user": "a@x.org", "role": 0})
+    await publish("permission", {"action": "create", "project": "p", "user": 5, "role": 1})
+    project = str(uuid.uuid4())
+    await publish("project", project_message(project))
+    await publish(
+        "permission", {"action": "create", "project": project, "user": "z@x.org", "role": 2}
+    )
+
+    async def applied() -> bool:
+        return "z@x.org" in await members(client, project)
+
+    await eventually(applied)
+    dead_projects = await dead_letters(rabbit, rabbit.project_queue)
+    dead_permissions = await dead_letters(rabbit, rabbit.permission_queue)
+    assert sorted(m.body for m in dead_projects) == sorted(POISON)
+    assert len(dead_permissions) == 3
+    reasons = [str((m.headers or {}).get("x-death-reason")) for m in dead_projects]
+    assert all(r.startswith("invalid message") for r in reasons), reasons
+    assert (dead_projects[0].headers or {}).get("x-original-queue") == rabbit.project_queue
+    # Nothing is left to be redelivered.
+    assert await members(client, "p") == {}
+    registry = app.state.metrics.registry
+    counted = {"consumer": "projects", "outcome": "dead"}
+    assert registry.get_sample_value("codeactions_events_total", counted) == len(POISON)
+
+
+async def test_a_passing_failure_is_retried_then_applied(
+    client: httpx.AsyncClient,
+    consumers: EventConsumers,
+    publish: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = service.create_project
+    failures = {"left": 2}
+
+    async def flaky(session: Any, *, uuid: str, name: str) -> Any:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ConnectionError("database is down")
+        return await real(session, uuid=uuid, name=name)
+
+    monkeypatch.setattr(service, "create_project", flaky)
+    project = str(uuid.uuid4())
+    await publish("project", project_message(project))
+    assert await eventually(lambda: members(client, project))
+    assert failures["left"] == 0
+
+
+async def test_a_lasting_failure_ends_in_the_dead_letter_queue(
+    consumers: EventConsumers,
+    publish: Any,
+    rabbit: RabbitSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    attempts = []
+
+    async def down(session: Any, *, uuid: str, name: str) -> Any:
+        attempts.append(uuid)
+        raise ConnectionError("database is down")
+
+    monkeypatch.setattr(service, "create_project", down)
+    await publish("project", project_message(str(uuid.uuid4())))
+
+    dead = await eventually(lambda: dead_letters(rabbit, rabbit.project_queue))
+    assert len(attempts) == rabbit.max_retries + 1
+    assert "gave up after 2 retries" in str((dead[0].headers or {}).get("x-death-reason"))
+
+
+async def test_health_reports_the_consumers_connection(
+    client: httpx.AsyncClient, consumers: EventConsumers
+) -> None:
+    response = await client.get("/health")
+    assert response.status_code == 200
+    assert response.json()["services"]["rabbitmq"]["status"] == "healthy"
+
+
+def _close_connection_on_broker(name: str) -> bool:
+    """Close our consumers' connection from the broker's side, as a broker restart would."""
+    listing = subprocess.run(
+        ["rabbitmqctl", "list_connections", "pid", "client_properties", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if listing.returncode != 0:
+        return False
+    for line in listing.stdout.splitlines():
+        pid, _, properties = line.partition("\t")
+        if f'"{name}"' in properties:
+            subprocess.run(
+                ["rabbitmqctl", "close_connection", pid, "test: broker restart"],
+                capture_output=True,
+                timeout=60,
+                check=True,
+            )
+            return True
+    return False
+
+
+async def test_messages_published_while_the_connection_is_down_are_applied_after_reconnect(
+    client: httpx.AsyncClient, consumers: EventConsumers, publish: Any
+) -> None:
+    closed = await asyncio.to_thread(_close_connection_on_broker, consumers.connection_name)
+    if not closed:
+        pytest.skip("rabbitmqctl cannot close connections here")
+    project = str(uuid.uuid4())
+    await publish(
+        "permission", {"action": "create", "project": project, "user": "r@x.org", "role": 2}
+    )
+
+    assert await eventually(lambda: members(client, project), within=20) == {"r@x.org": 2}
+    assert isinstance(consumers.connection, aio_pika.RobustConnection)
+    assert consumers.connection.connection_attempt >= 2  # it really reconnected
+    response = await eventually(lambda: _healthy(client), within=10)
+    assert response["services"]["rabbitmq"]["status"] == "healthy"
+
+
+async def _healthy(client: httpx.AsyncClient) -> dict[str, Any] | None:
+    response = await client.get("/health")
+    return response.json() if response.status_code == 200 else None
+
+
+async def test_existing_queue_and_exchange_declared_otherwise_are_used_as_they_are(
+    make_settings: Callable[..., Settings], rabbit: RabbitSettings
+) -> None:
+    connection = await aio_pika.connect(rabbit.url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_queue(
+            rabbit.permission_queue, durable=True, arguments={"x-max-length": 10000}
+        )
+        await channel.declare_exchange(
+            rabbit.dead_letter_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+    app = create_app(make_settings(rabbitmq=rabbit))
+    async with app.router.lifespan_context(app):
+        await asyncio.wait_for(app.state.consumers.ready.wait(), 15)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            connection = await aio_pika.connect(rabbit.url)
+            async with connection:
+                channel = await connection.channel()
+                exchange = await channel.get_exchange(rabbit.permission_exchange)
+                project = str(uuid.uuid4())
+                body = {"action": "create", "project": project, "user": "q@x.org", "role": 1}
+                await exchange.publish(aio_pika.Message(b"{broken"), "k")
+                await exchange.publish(aio_pika.Message(json.dumps(body).encode()), "k")
+            assert await eventually(lambda: members(client, project)) == {"q@x.org": 1}
+            dead = await dead_letters(rabbit, rabbit.permission_queue)
+            assert [m.body for m in dead] == [b"{broken"]

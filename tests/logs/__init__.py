@@ -1,0 +1,1 @@
+"""Run log read tests."""

@@ -1,0 +1,190 @@
+"""GET /metrics: the original's names, route-template labels, counters that move."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
+
+from codeactions.ops.metrics import Metrics
+from tests.conftest import ADMIN
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return found
+
+
+def value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples called `name` whose labels include `labels`."""
+    wanted = set(labels.items())
+    return sum(v for (n, lbls), v in samples(text).items() if n == name and wanted <= set(lbls))
+
+
+async def scrape(client: httpx.AsyncClient) -> str:
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return response.text
+
+
+async def test_metrics_expose_the_original_names(client: httpx.AsyncClient) -> None:
+    await client.get("/healthz")
+    text = await scrape(client)
+    for name in (
+        "codeactions_requests_total",
+        "codeactions_request_duration_seconds",
+        "codeactions_request_size_bytes",
+        "codeactions_response_size_bytes",
+        "workerpool_workers_total",
+        "workerpool_workers_busy",
+        "workerpool_queue_size",
+        "workerpool_queue_capacity",
+        "workerpool_tasks_submitted_total",
+        "workerpool_tasks_completed_total",
+        "workerpool_tasks_failed_total",
+        "workerpool_tasks_rejected_total",
+        "workerpool_tasks_timeout_total",
+        "workerpool_queue_wait_seconds",
+        "workerpool_task_duration_seconds",
+        "codeactions_rate_limited_total",
+    ):
+        assert f"# TYPE {name} " in text, name
+    assert 'workerpool_task_duration_seconds_bucket{le="30.0"}' in text
+    assert 'workerpool_queue_wait_seconds_bucket{le="0.001"}' in text
+
+
+async def test_request_metrics_use_the_route_template_not_the_raw_path(
+    client: httpx.AsyncClient,
+) -> None:
+    project = str(uuid.uuid4())
+    await client.get(f"/projects/{project}", headers=ADMIN)
+    await client.get(f"/no/such/{project}")
+    text = await scrape(client)
+
+    assert project not in text
+    assert (
+        value(text, "codeactions_requests_total", url="/projects/{project_uuid}", method="GET") == 1
+    )
+    assert value(text, "codeactions_requests_total", url="unmatched", code="404") == 1
+    assert (
+        value(text, "codeactions_request_duration_seconds_count", url="/projects/{project_uuid}")
+        == 1
+    )
+
+
+async def test_request_counter_moves_with_each_call(client: httpx.AsyncClient) -> None:
+    before = value(await scrape(client), "codeactions_requests_total", url="/healthz", code="200")
+    for _ in range(3):
+        await client.get("/healthz")
+    after = value(await scrape(client), "codeactions_requests_total", url="/healthz", code="200")
+    assert after - before == 3
+
+
+async def test_request_and_response_sizes_are_recorded(client: httpx.AsyncClient) -> None:
+    await client.post(
+        "/projects", headers=ADMIN, json={"uuid": str(uuid.uuid4()), "name": "x" * 250}
+    )
+    text = await scrape(client)
+    assert (
+        value(
+            text, "codeactions_request_size_bytes_sum", url="/projects", method="POST", code="201"
+        )
+        > 250
+    )
+    assert (
+        value(
+            text, "codeactions_response_size_bytes_sum", url="/projects", method="POST", code="201"
+        )
+        > 250
+    )
+
+
+async def test_methods_and_hosts_chosen_by_callers_stay_bounded(client: httpx.AsyncClient) -> None:
+    for i in range(30):
+        await client.request("BREW", "/healthz", headers={"Host": f"h{i}.example"})
+    text = await scrape(client)
+    hosts = {
+        dict(lbls).get("host")
+        for (name, lbls) in samples(text)
+        if name == "codeactions_requests_total"
+    }
+    assert len(hosts) <= 21  # 20 kept, the rest folded into "other"
+    assert "other" in hosts
+    assert value(text, "codeactions_requests_total", method="OTHER") == 30
+
+
+async def test_run_metrics_keep_the_original_names_without_code_labels(app: FastAPI) -> None:
+    metrics: Metrics = app.state.metrics
+    metrics.run_finished(
+        project_uuid="p1",
+        code_id="c1",
+        language="python",
+        outcome="completed",
+        reason=None,
+        seconds=0.2,
+    )
+    metrics.run_finished(
+        project_uuid="p1",
+        code_id="c2",
+        language="python",
+        outcome="failed",
+        reason="memory",
+        seconds=1,
+    )
+    metrics.run_finished(
+        project_uuid="p1",
+        code_id="c2",
+        language="go",
+        outcome="timeout",
+        reason="timeout",
+        seconds=5,
+    )
+    metrics.run_finished(
+        project_uuid="p1", code_id="c2", language="go", outcome="rejected", reason=None, seconds=0
+    )
+    metrics.queue_rejected()
+    metrics.rate_limited()
+    metrics.code_created(project_uuid="p1", code_id="c1")
+    metrics.code_updated(project_uuid="p1", code_id="c1")
+    metrics.queue_depth(4, 2, 108)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        text = await scrape(client)
+
+    assert 'ca_run_count{code_id="",project_uuid="p1"} 3.0' in text  # exact original name
+    assert "c1" not in text and "c2" not in text  # no per-code series by default
+    assert value(text, "ca_run_elapsed_count", project_uuid="p1") == 3
+    assert 'ca_code_created_count{code_id="",project_uuid="p1"} 1.0' in text
+    assert 'ca_code_updated_count{code_id="",project_uuid="p1"} 1.0' in text
+    assert value(text, "workerpool_tasks_submitted_total") == 3
+    assert value(text, "workerpool_tasks_completed_total") == 1
+    assert value(text, "workerpool_tasks_failed_total") == 1
+    assert value(text, "workerpool_tasks_timeout_total") == 1
+    assert value(text, "workerpool_tasks_rejected_total") == 1
+    assert value(text, "codeactions_rate_limited_total") == 1
+    assert value(text, "codeactions_sandbox_kills_total", reason="memory") == 1
+    assert value(text, "codeactions_sandbox_kills_total", reason="timeout") == 1
+    assert (
+        value(text, "codeactions_run_duration_seconds_count", language="go", outcome="timeout") == 1
+    )
+    assert value(text, "workerpool_queue_size") == 4
+    assert value(text, "workerpool_workers_busy") == 2
+
+
+def test_code_labels_are_filled_when_asked() -> None:
+    metrics = Metrics(code_labels=True)
+    metrics.code_created(project_uuid="p1", code_id="c1")
+    assert metrics.ca_code_created.value("p1", "c1") == 1
+
+
+async def test_metrics_are_per_app(app: FastAPI, client: httpx.AsyncClient) -> None:
+    other = Metrics()
+    other.rate_limited()
+    text = await scrape(client)
+    assert value(text, "codeactions_rate_limited_total") == 0

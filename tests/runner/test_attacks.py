@@ -1,0 +1,316 @@
+"""Hostile code: every attack ends its own run with a clear reason, and the next run still works."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from codeactions.runner.sandbox import SandboxRunner
+from tests.runner.conftest import SLOTS, UID_BASE, RunCode, request, sandbox_pids
+
+pytestmark = pytest.mark.sandbox
+
+NEXT = 'def Run(engine):\n    engine.result.set("still works")\n'
+
+
+async def assert_next_run_works(run_code: RunCode) -> None:
+    outcome = await run_code(NEXT)
+    assert (outcome.ok, outcome.result) == (True, "still works"), outcome.error
+
+
+async def test_fork_bomb_ends_at_the_timeout_and_leaves_nothing(run_code: RunCode) -> None:
+    source = """
+import os
+def Run(engine):
+    while True:
+        try:
+            os.fork()
+        except OSError:
+            pass
+"""
+    started = time.monotonic()
+    outcome = await run_code(source, timeout=2)
+    assert outcome.reason == "timeout"
+    assert time.monotonic() - started < 6
+    await assert_next_run_works(run_code)
+
+
+async def test_allocating_2_gb_ends_with_the_memory_reason(run_code: RunCode) -> None:
+    outcome = await run_code(
+        'def Run(engine):\n    data = b"x" * (2 * 1024 ** 3)\n    engine.result.set(len(data))\n'
+    )
+    assert outcome.reason == "memory", outcome
+    await assert_next_run_works(run_code)
+
+
+async def test_endless_loop_is_killed_at_the_timeout(run_code: RunCode) -> None:
+    started = time.monotonic()
+    outcome = await run_code(
+        'def Run(engine):\n    engine.log.info("spinning")\n    while True:\n        pass\n', timeout=2
+    )
+    assert outcome.reason == "timeout"
+    assert 1.9 < time.monotonic() - started < 5
+    assert [line.content for line in outcome.logs] == ["spinning"]  # streamed, not lost
+    await assert_next_run_works(run_code)
+
+
+async def test_cpu_time_limit(runner: SandboxRunner, tmp_path: Path) -> None:
+    from codeactions.config import LogSettings
+    from tests.runner.conftest import runner_settings
+
+    cpu_runner = SandboxRunner(
+        runner_settings(tmp_path, cpu_seconds=1, uid_base=UID_BASE + 10, slots=1, node_spares=0),
+        LogSettings(),
+    )
+    await cpu_runner.start()
+    try:
+        outcome = await cpu_runner.run(request("def Run(engine):\n    while True:\n        pass\n", timeout=10))
+        assert outcome.reason == "cpu", outcome
+        outcome = await cpu_runner.run(request(NEXT))
+        assert outcome.ok
+    finally:
+        await cpu_runner.close()
+
+
+async def test_writing_a_1_gb_file_ends_with_the_file_size_reason(run_code: RunCode) -> None:
+    source = """
+def Run(engine):
+    chunk = b"x" * (1024 * 1024)
+    with open("big.bin", "wb") as handle:
+        for _ in range(1024):
+            handle.write(chunk)
+"""
+    outcome = await run_code(source)
+    assert outcome.reason == "file_size", outcome
+    await assert_next_run_works(run_code)
+
+
+async def test_printing_100_mb_ends_with_the_output_reason(run_code: RunCode) -> None:
+    source = 'def Run(engine):\n    line = "y" * 1023\n    for _ in range(100 * 1024):\n        print(line)\n'
+    outcome = await run_code(source)
+    assert outcome.reason == "output", outcome.error
+    assert sum(len(line.content) for line in outcome.logs) <= 1024 * 1024
+    await assert_next_run_works(run_code)
+
+
+async def test_huge_result_ends_with_the_output_reason(run_code: RunCode) -> None:
+    outcome = await run_code('def Run(engine):\n    engine.result.set("z" * (5 * 1024 * 1024))\n')
+    assert outcome.reason == "output"
+    await assert_next_run_works(run_code)
+
+
+async def test_process_environments_are_unreadable(run_code: RunCode) -> None:
+    source = """
+import os
+def Run(engine):
+    seen = {}
+    for pid in ["1", str(os.getppid()), engine.params.get("api")]:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as handle:
+                seen[pid] = handle.read().decode(errors="replace")
+        except OSError as exc:
+            seen[pid] = type(exc).__name__
+    engine.result.set(seen)
+"""
+    outcome = await run_code(source, params={"api": str(os.getpid())})
+    assert outcome.ok, outcome.error
+    seen = json.loads(outcome.result)
+    assert set(seen.values()) <= {"PermissionError", "FileNotFoundError"}, seen
+    await assert_next_run_works(run_code)
+
+
+@pytest.fixture
+def service_db() -> Iterator[Path]:
+    """A stand-in for the service's SQLite file: root-only, in a directory anyone may enter."""
+    directory = Path(f"/var/lib/codeactions-test-{os.getpid()}")
+    directory.mkdir(mode=0o755, exist_ok=True)
+    os.chmod(directory, 0o755)
+    db = directory / "codeactions.db"
+    db.write_text("secret-rows")
+    os.chmod(db, 0o600)
+    yield db
+    db.unlink()
+    directory.rmdir()
+
+
+async def test_the_service_database_and_shadow_are_unreadable_even_through_symlinks(
+    run_code: RunCode, service_db: Path
+) -> None:
+    source = """
+import os
+def Run(engine):
+    seen = {}
+    db = engine.params.get("db")
+    os.symlink(db, "db-link")
+    os.symlink("/etc/shadow", "shadow-link")
+    for path in (db, "db-link", "/etc/shadow", "shadow-link"):
+        try:
+            with open(path) as handle:
+                seen[path] = handle.read()
+        except OSError as exc:
+            seen[path] = type(exc).__name__
+    engine.result.set(seen)
+"""
+    outcome = await run_code(source, params={"db": str(service_db)})
+    assert outcome.ok, outcome.error
+    seen = json.loads(outcome.result)
+    assert set(seen.values()) == {"PermissionError"}, seen
+    await assert_next_run_works(run_code)
+
+
+async def test_local_services_and_private_ranges_are_refused(run_code: RunCode) -> None:
+    source = """
+import socket
+def Run(engine):
+    seen = {}
+    for host, port in [("127.0.0.1", 5432), ("127.0.0.1", 6379), ("127.0.0.1", 5672),
+                       ("::1", 5432), ("169.254.169.254", 80), ("10.0.0.1", 80),
+                       ("192.168.1.1", 80), ("::ffff:127.0.0.1", 6379)]:
+        try:
+            socket.create_connection((host, port), timeout=3).close()
+            seen[f"{host}:{port}"] = "connected"
+        except OSError as exc:
+            seen[f"{host}:{port}"] = type(exc).__name__
+    for path in ("/var/run/postgresql/.s.PGSQL.5432", "/run/mysqld/mysqld.sock"):
+        sock = socket.socket(socket.AF_UNIX)
+        try:
+            sock.connect(path)
+            seen[path] = "connected"
+        except OSError as exc:
+            seen[path] = type(exc).__name__
+        finally:
+            sock.close()
+    engine.result.set(seen)
+"""
+    outcome = await run_code(source, timeout=30)
+    assert outcome.ok, outcome.error
+    seen = json.loads(outcome.result)
+    assert "connected" not in seen.values(), seen
+    # Refused at once by the packet filter, not left to time out.
+    assert seen["127.0.0.1:5432"] in {"ConnectionRefusedError", "OSError"}, seen
+    assert outcome.duration < 10
+    await assert_next_run_works(run_code)
+
+
+async def test_a_run_cannot_read_another_runs_files(run_code: RunCode, runner: SandboxRunner) -> None:
+    writer = """
+import os, time
+def Run(engine):
+    with open("secret.txt", "w") as handle:
+        handle.write("tenant-a")
+    with open("/tmp/secret-tmp.txt", "w") as handle:
+        handle.write("tenant-a")
+    time.sleep(3)
+"""
+    reader = """
+import glob, os
+def Run(engine):
+    found = []
+    patterns = ["/proc/*/cwd/secret*", "/proc/*/root/tmp/secret*", "/tmp/secret*",
+                "/var/tmp/secret*", engine.params.get("work") + "/**/secret*"]
+    for pattern in patterns:
+        for path in glob.glob(pattern, recursive=True):
+            try:
+                found.append(open(path).read())
+            except OSError:
+                pass
+    engine.result.set(found)
+"""
+    first = asyncio.create_task(run_code(writer))
+    await asyncio.sleep(1.0)
+    work = runner.settings.work_dir
+    outcome = await run_code(reader, params={"work": work})
+    assert outcome.ok, outcome.error
+    assert json.loads(outcome.result) == []
+    assert (await first).ok
+    # And the next run in any slot starts with an empty dir.
+    for _ in range(SLOTS + 1):
+        outcome = await run_code(
+            'import os\ndef Run(engine):\n    engine.result.set(sorted(os.listdir(".") + os.listdir("/tmp")))\n'
+        )
+        assert outcome.result == "[]"
+
+
+async def test_stopping_itself_ends_as_a_timeout(run_code: RunCode) -> None:
+    started = time.monotonic()
+    outcome = await run_code(
+        "import os, signal\ndef Run(engine):\n    os.kill(os.getpid(), signal.SIGSTOP)\n", timeout=2
+    )
+    assert outcome.reason == "timeout"
+    assert time.monotonic() - started < 5
+    await assert_next_run_works(run_code)
+
+
+async def test_a_segfault_ends_with_the_killed_reason(run_code: RunCode) -> None:
+    outcome = await run_code("import ctypes\ndef Run(engine):\n    ctypes.string_at(0)\n")
+    assert outcome.reason == "killed"
+    assert "SIGSEGV" in outcome.error
+    await assert_next_run_works(run_code)
+
+
+async def test_deep_recursion_is_an_exception(run_code: RunCode) -> None:
+    outcome = await run_code("def f():\n    return f()\n\ndef Run(engine):\n    f()\n")
+    assert outcome.reason == "exception"
+    assert "RecursionError" in outcome.error
+    await assert_next_run_works(run_code)
+
+
+async def test_unbounded_recursion_limit_crashes_without_hanging_the_runner(
+    run_code: RunCode,
+) -> None:
+    source = """
+import sys
+sys.setrecursionlimit(10 ** 6)
+def Run(engine):
+    nested = []
+    for _ in range(10 ** 6):
+        nested = [nested]
+    repr(nested)
+"""
+    started = time.monotonic()
+    outcome = await run_code(source, timeout=10)
+    assert outcome.reason in {"killed", "memory", "exception"}, outcome
+    assert time.monotonic() - started < 10
+    await assert_next_run_works(run_code)
+
+
+async def test_a_process_ignoring_sigterm_that_escapes_its_group_is_killed(
+    run_code: RunCode,
+) -> None:
+    source = """
+import os, signal, time
+def Run(engine):
+    read_end, write_end = os.pipe()
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            os.write(write_end, str(os.getpid()).encode())
+            os.close(write_end)
+            while True:
+                time.sleep(1)
+        os._exit(0)
+    os.close(write_end)
+    engine.result.set(os.read(read_end, 100).decode())
+"""
+    outcome = await run_code(source)
+    assert outcome.ok, outcome.error
+    pid = int(outcome.result)
+    deadline = time.monotonic() + 3
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists()
+    await assert_next_run_works(run_code)
+
+
+async def test_only_the_spares_remain_after_attacks(runner: SandboxRunner) -> None:
+    # One waiting spare per sandbox, nothing else under the sandbox uids.
+    total = SLOTS + int(runner.status()["node_spares"])
+    await asyncio.sleep(0.5)
+    assert len(sandbox_pids(UID_BASE, total)) <= total
