@@ -96,7 +96,7 @@ async def measure(
 class Server:
     """`codeactions serve` in a subprocess, on its own database and work dir."""
 
-    def __init__(self, workdir: Path, port: int) -> None:
+    def __init__(self, workdir: Path, port: int, database_url: str) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log = open(workdir / "server.log", "wb")  # noqa: SIM115 - closed in stop()
@@ -104,7 +104,7 @@ class Server:
             **os.environ,
             "CODEACTIONS_HOST": "127.0.0.1",
             "CODEACTIONS_PORT": str(port),
-            "CODEACTIONS_DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
+            "CODEACTIONS_DATABASE_URL": database_url or f"sqlite:///{workdir / 'bench.db'}",
             "CODEACTIONS_AUTH_TOKEN": TOKEN,
             "CODEACTIONS_RATELIMIT_MAX_REQUESTS": "100000000",
             "CODEACTIONS_RUNNER_WORK_DIR": str(workdir / "runner"),
@@ -143,6 +143,31 @@ class Server:
         self.log.close()
 
 
+async def _admin_sql(postgres_url: str, sql: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from codeactions.config import DatabaseSettings
+
+    engine = create_async_engine(
+        DatabaseSettings(url=postgres_url).async_url, isolation_level="AUTOCOMMIT"
+    )
+    async with engine.connect() as conn:
+        await conn.execute(text(sql))
+    await engine.dispose()
+
+
+async def create_database(postgres_url: str) -> str:
+    """A fresh database next to `postgres_url`, for this bench only."""
+    name = f"codeactions_bench_{os.getpid()}"
+    await _admin_sql(postgres_url, f'CREATE DATABASE "{name}"')
+    return postgres_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+async def drop_database(postgres_url: str, name: str) -> None:
+    await _admin_sql(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 async def create_code(client: httpx.AsyncClient, language: str) -> str | None:
     response = await client.post(
         "/code",
@@ -166,14 +191,32 @@ async def create_code(client: httpx.AsyncClient, language: str) -> str | None:
     return code_id
 
 
-async def bench_service(counts: int, concurrencies: list[int]) -> list[Figures]:
+async def bench_service(
+    counts: int, concurrencies: list[int], postgres_url: str = ""
+) -> list[Figures]:
     figures: list[Figures] = []
     workdir = Path(tempfile.mkdtemp(prefix="codeactions-bench-"))
-    server = Server(workdir, free_port())
+    database_url = await create_database(postgres_url) if postgres_url else ""
+    backend = "postgresql" if postgres_url else "sqlite"
+    server = Server(workdir, free_port(), database_url)
     try:
         await server.wait_ready()
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60) as client:
+            # The floor: HTTP, middlewares and the client itself, no database, no runner.
+            async def healthz() -> bool:
+                return (await client.get("/healthz")).status_code == 200
+
+            await measure("warm up", healthz, count=20, concurrency=2)
+            for concurrency in concurrencies:
+                figures.append(
+                    await measure(
+                        f"service ({backend}), GET /healthz",
+                        healthz,
+                        count=counts,
+                        concurrency=concurrency,
+                    )
+                )
             for language in CODES:
                 code_id = await create_code(client, language)
                 if code_id is None:
@@ -190,7 +233,7 @@ async def bench_service(counts: int, concurrencies: list[int]) -> list[Figures]:
                 for concurrency in concurrencies:
                     figures.append(
                         await measure(
-                            f"service, {language}",
+                            f"service ({backend}), {language}",
                             call,
                             count=count,
                             concurrency=concurrency,
@@ -198,6 +241,8 @@ async def bench_service(counts: int, concurrencies: list[int]) -> list[Figures]:
                     )
     finally:
         server.stop()
+        if database_url:
+            await drop_database(postgres_url, database_url.rsplit("/", 1)[1])
         if os.environ.get("BENCH_KEEP") != "1":
             shutil.rmtree(workdir, ignore_errors=True)
         else:
@@ -244,10 +289,18 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300, help="requests per measurement")
     parser.add_argument("--concurrency", default="1,8", help="comma list of client counts")
     parser.add_argument("--baseline-requests", type=int, default=40)
+    parser.add_argument(
+        "--postgres",
+        default="",
+        help="also run against PostgreSQL, e.g. postgresql://postgres@127.0.0.1:5432/test "
+        "(a temporary database is created next to it)",
+    )
     args = parser.parse_args()
     concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
 
     rows = asyncio.run(bench_service(args.requests, concurrencies))
+    if args.postgres:
+        rows += asyncio.run(bench_service(args.requests, concurrencies, args.postgres))
     rows += asyncio.run(bench_fresh_interpreter(args.baseline_requests, concurrencies))
     print(table(rows))
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -121,3 +124,73 @@ async def test_opaque_token_of_a_service_account_sees_every_project(
     for path in ("/projects/any-1/permissions", "/projects/any-2/permissions"):
         response = await oidc_client.get(path, headers={"Authorization": "svc-token"})
         assert response.status_code == 200
+
+
+class _ProviderServer:
+    """The fake provider behind a real local HTTP server, for the verifier the app builds itself."""
+
+    def __init__(self, provider: FakeProvider) -> None:
+        fake = provider
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                request = httpx.Request(
+                    "GET", f"http://local{self.path}", headers=dict(self.headers)
+                )
+                response = fake.handler(request)
+                self.send_response(response.status_code)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(response.content)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> _ProviderServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_app_verifies_tokens_against_a_real_provider(
+    make_settings: Callable[..., Settings], provider: FakeProvider
+) -> None:
+    with _ProviderServer(provider) as server:
+        auth = AuthSettings(
+            token=ADMIN_TOKEN, oidc_enabled=True, oidc_host=server.url, oidc_realm="weni"
+        )
+        app = create_app(make_settings(auth=auth))
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                token = provider.token(None, issuer=auth.issuer, can_communicate_internally=True)
+                response = await client.get(PROTECTED, headers=bearer(token))
+                assert response.status_code == 200
+                provider.userinfo["opaque"] = {"email": "x@example.org"}
+                response = await client.get(PROTECTED, headers=bearer("opaque"))
+                assert response.status_code == 404  # a user, not a member of p1
+                assert provider.jwks_calls == provider.userinfo_calls == 1
+
+
+async def test_unreachable_provider_is_a_503(make_settings: Callable[..., Settings]) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    auth = AuthSettings(
+        token=ADMIN_TOKEN, oidc_enabled=True, oidc_host=f"http://127.0.0.1:{port}", oidc_realm="r"
+    )
+    app = create_app(make_settings(auth=auth))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            for token in (FakeProvider().token(), "opaque"):
+                response = await client.get(PROTECTED, headers=bearer(token))
+                assert response.status_code == 503
+                assert response.json() == {"message": "identity provider unavailable"}

@@ -13,6 +13,8 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from codeactions.auth.oidc import MIN_REFETCH_SECONDS, OidcVerifier
 from codeactions.auth.principals import Principal
@@ -296,3 +298,35 @@ async def test_audience_is_checked_when_configured(provider: FakeProvider) -> No
         assert (await verifier.principal(provider.token(aud="code-actions"))).kind == "user"
         assert_not_authorized(await rejected(verifier, provider.token(aud="account")))
         assert_not_authorized(await rejected(verifier, provider.token()))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    header=st.dictionaries(
+        st.sampled_from(["alg", "kid", "typ", "crit", "jku"]),
+        json_values | st.sampled_from(["RS256", "ES256", "HS256", "none", "k1"]),
+    ),
+    payload=st.dictionaries(st.sampled_from(["iss", "exp", "email", "nbf", "iat"]), json_values),
+    signature=st.from_regex(r"[A-Za-z0-9_-]{0,50}", fullmatch=True),
+    raw=st.from_regex(r"[!-~]{1,60}", fullmatch=True),
+)
+async def test_arbitrary_tokens_are_refused_never_crash(
+    header: dict[str, Any], payload: dict[str, Any], signature: str, raw: str
+) -> None:
+    provider = FakeProvider()
+    provider.userinfo.clear()
+    async with provider.http() as http:
+        verifier = OidcVerifier(oidc_settings(), http=http)
+        for token in (f"{b64(header)}.{b64(payload)}.{signature}", raw):
+            with pytest.raises(AppError) as caught:
+                await verifier.principal(token)
+            assert caught.value.status_code == 401

@@ -107,8 +107,6 @@ async def test_contributor_can_create_code(client: httpx.AsyncClient) -> None:
         ({"project_uuid": None}, "valid project_uuid is required"),
         ({"project_uuid": ""}, "valid project_uuid is required"),
         ({"project_uuid": "p" * 256}, "valid project_uuid is required"),
-        ({"name": None}, "valid name is required"),
-        ({"name": "  "}, "valid name is required"),
         ({"name": "n" * 256}, "name is too long (max 255 characters)"),
     ],
 )
@@ -118,6 +116,15 @@ async def test_invalid_fields_are_400_with_the_original_messages(
     response = await create_code(client, **params)
     assert response.status_code == 400
     assert response.json() == {"message": message}
+
+
+@pytest.mark.parametrize("name", [None, "", "  "])
+async def test_empty_name_is_accepted_as_in_the_original(
+    client: httpx.AsyncClient, name: str | None
+) -> None:
+    response = await create_code(client, name=name)
+    assert response.status_code == 201
+    assert response.json()["name"] == (name or "")
 
 
 async def test_name_of_255_characters_is_accepted(client: httpx.AsyncClient) -> None:

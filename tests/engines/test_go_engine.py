@@ -230,6 +230,7 @@ def test_concurrent_compiles_of_one_source_agree_on_a_working_binary(cache_dir: 
     run = run_child([paths[0]], make_request())
     assert run.result is not None and run.result["value"] == "concurrent"
     assert not os.listdir(Path(cache_dir) / "build")  # no temp dirs left behind
+    assert not os.listdir(Path(cache_dir) / "locks")
 
 
 def test_binaries_are_executable_by_others_but_not_writable_or_listable(cache_dir: str) -> None:
@@ -248,3 +249,10 @@ def test_a_compile_over_its_timeout_fails_with_a_clear_message(cache_dir: str) -
 def test_go_available_tells_a_working_toolchain_from_a_missing_one() -> None:
     assert golang.go_available(GO)
     assert not golang.go_available("/nonexistent/go")
+
+
+def test_large_request_is_read_whole(cache_dir: str) -> None:
+    body = "x" * 300_000 + "é"
+    run = run_go(ECHO, cache_dir, body=body)
+    assert run.result is not None
+    assert json.loads(run.result["value"])["body"] == body

@@ -270,3 +270,11 @@ function Run(engine) {
     assert run.of("result") == [
         {"t": "result", "value": "still fine", "status_code": 200, "content_type": "text"}
     ]
+
+
+def test_large_request_arriving_in_many_chunks_is_read_whole() -> None:
+    body = "x" * 300_000 + "é"
+    run = run_js(
+        "function Run(engine) { engine.result.set(String(engine.body.length)); }", body=body
+    )
+    assert run.result is not None and run.result["value"] == str(len(body))

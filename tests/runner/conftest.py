@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from codeactions.runner.sandbox import SandboxRunner
 UID_BASE = 66000
 SLOTS = 3
 
-RunCode = Callable[..., Awaitable[RunOutcome]]
+RunCode = Callable[..., Coroutine[Any, Any, RunOutcome]]
 
 
 def runner_settings(work_dir: Path, **overrides: Any) -> RunnerSettings:
@@ -60,7 +60,7 @@ def run_code(runner: SandboxRunner) -> RunCode:
 
 
 def sandbox_pids(first_uid: int, count: int) -> list[int]:
-    """Processes whose real uid is one of the sandbox uids."""
+    """Live processes whose real uid is one of the sandbox uids."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -69,9 +69,9 @@ def sandbox_pids(first_uid: int, count: int) -> list[int]:
             status = Path(f"/proc/{entry}/status").read_text()
         except OSError:
             continue
-        for line in status.splitlines():
-            if line.startswith("Uid:"):
-                if first_uid <= int(line.split()[1]) < first_uid + count:
-                    found.append(int(entry))
-                break
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if fields["State"].strip().startswith("Z"):
+            continue  # already dead, waiting for its parent to collect it
+        if first_uid <= int(fields["Uid"].split()[0]) < first_uid + count:
+            found.append(int(entry))
     return found

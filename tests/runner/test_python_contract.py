@@ -111,7 +111,9 @@ def Run(engine):
 
 
 async def test_log_content_is_capped(run_code: RunCode) -> None:
-    outcome = await run_code('def Run(engine):\n    engine.log.info("x" * 9000)\n    print("y" * 9000)\n')
+    outcome = await run_code(
+        'def Run(engine):\n    engine.log.info("x" * 9000)\n    print("y" * 9000)\n'
+    )
     assert [len(line.content) for line in outcome.logs] == [8000, 8000]
 
 
@@ -164,7 +166,9 @@ async def test_code_that_cannot_run_fails_as_an_exception(
 
 
 async def test_sys_exit_zero_is_a_normal_end(run_code: RunCode) -> None:
-    outcome = await run_code('import sys\ndef Run(engine):\n    engine.result.set("bye")\n    sys.exit(0)\n')
+    outcome = await run_code(
+        'import sys\ndef Run(engine):\n    engine.result.set("bye")\n    sys.exit(0)\n'
+    )
     assert outcome.ok and outcome.result == "bye"
 
 

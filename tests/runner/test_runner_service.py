@@ -15,7 +15,14 @@ import pytest
 from codeactions.config import LogSettings
 from codeactions.runner.base import CompileError
 from codeactions.runner.sandbox import SandboxRunner
-from tests.runner.conftest import SLOTS, UID_BASE, RunCode, request, runner_settings
+from tests.runner.conftest import (
+    SLOTS,
+    UID_BASE,
+    RunCode,
+    request,
+    runner_settings,
+    sandbox_pids,
+)
 
 pytestmark = pytest.mark.sandbox
 
@@ -127,12 +134,89 @@ async def test_a_dead_supervisor_fails_the_runs_in_flight_and_comes_back(
         assert (outcome.ok, outcome.reason) == (False, "runner")
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            outcome = await sandbox.run(request('def Run(engine):\n    engine.result.set("back")\n'))
+            outcome = await sandbox.run(
+                request('def Run(engine):\n    engine.result.set("back")\n')
+            )
             if outcome.ok:
                 break
             await asyncio.sleep(0.2)
         assert outcome.result == "back"
         assert sandbox.status()["supervisor_pid"] != pid
         assert sandbox.status()["restarts"] == 1
+    finally:
+        await sandbox.close()
+    assert sandbox_pids(UID_BASE + 20, 1) == []  # close() leaves no sandboxed process behind
+
+
+def child_pids(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+async def test_a_dead_zygote_fails_the_runs_in_flight_and_is_replaced(tmp_path: Path) -> None:
+    sandbox = SandboxRunner(
+        runner_settings(tmp_path, uid_base=UID_BASE + 30, slots=1, node_spares=0), LogSettings()
+    )
+    await sandbox.start()
+    try:
+        in_flight = asyncio.create_task(
+            sandbox.run(request("import time\ndef Run(engine):\n    time.sleep(5)\n"))
+        )
+        await asyncio.sleep(0.5)
+        (zygote,) = child_pids(sandbox.status()["supervisor_pid"])
+        os.kill(zygote, signal.SIGKILL)
+        outcome = await in_flight
+        assert (outcome.ok, outcome.reason) == (False, "runner")
+        outcome = await sandbox.run(request('def Run(engine):\n    engine.result.set("back")\n'))
+        assert outcome.result == "back"
+    finally:
+        await sandbox.close()
+    assert sandbox_pids(UID_BASE + 30, 1) == []
+
+
+async def test_a_stuck_supervisor_is_detected_and_replaced(tmp_path: Path) -> None:
+    sandbox = SandboxRunner(
+        runner_settings(tmp_path, uid_base=UID_BASE + 40, slots=1, node_spares=0), LogSettings()
+    )
+    sandbox.grace = sandbox.ping_timeout = 0.5
+    await sandbox.start()
+    try:
+        pid = sandbox.status()["supervisor_pid"]
+        os.kill(pid, signal.SIGSTOP)
+        outcome = await sandbox.run(request("def Run(engine):\n    pass\n", timeout=1))
+        assert (outcome.ok, outcome.reason) == (False, "runner")
+        for _ in range(100):
+            if sandbox.status()["ok"] and sandbox.status()["supervisor_pid"] != pid:
+                break
+            await asyncio.sleep(0.1)
+        outcome = await sandbox.run(request('def Run(engine):\n    engine.result.set("back")\n'))
+        assert outcome.result == "back"
+    finally:
+        await sandbox.close()
+
+
+async def test_network_off_leaves_only_an_empty_loopback(tmp_path: Path) -> None:
+    sandbox = SandboxRunner(
+        runner_settings(tmp_path, uid_base=UID_BASE + 50, slots=1, node_spares=0, network="off"),
+        LogSettings(),
+    )
+    await sandbox.start()
+    try:
+        if os.geteuid() == 0:
+            assert "namespace" in sandbox.status()["network"]
+        source = """
+import socket
+def Run(engine):
+    seen = {}
+    for host, port in [("127.0.0.1", 5432), ("8.8.8.8", 53), ("1.1.1.1", 443)]:
+        try:
+            socket.create_connection((host, port), timeout=2).close()
+            seen[host] = "connected"
+        except OSError as exc:
+            seen[host] = type(exc).__name__
+    engine.result.set(seen)
+"""
+        outcome = await sandbox.run(request(source))
+        assert outcome.ok, outcome.error
+        assert "connected" not in json.loads(outcome.result).values()
     finally:
         await sandbox.close()

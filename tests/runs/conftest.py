@@ -161,11 +161,12 @@ async def start_api(make_settings: Callable[..., Settings]) -> AsyncIterator[Sta
     """Start an app built from `make_settings(**groups)` with a fake runner and fake OIDC."""
     async with AsyncExitStack() as stack:
 
-        async def start(**groups: Any) -> Api:
+        async def start(*, real_runner: bool = False, **groups: Any) -> Api:
             app = create_app(make_settings(**groups))
             await stack.enter_async_context(app.router.lifespan_context(app))
             runner = FakeRunner()
-            app.state.runner = runner
+            if not real_runner:
+                app.state.runner = runner
             app.state.oidc = FakeVerifier(USERS)
             transport = httpx.ASGITransport(app=app)
             client = await stack.enter_async_context(

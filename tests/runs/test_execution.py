@@ -11,6 +11,7 @@ import pytest
 from codeactions.config import RateLimitSettings, RunnerSettings, ServerSettings
 from codeactions.logs.store import LogQuery
 from codeactions.runner.base import RunLogLine, RunOutcome, RunRequest
+from codeactions.runs import repository as run_repository
 from codeactions.runs import service as run_service
 from tests.runs.conftest import Api, StartApi
 
@@ -406,3 +407,34 @@ async def test_openapi_documents_the_execution_routes(api: Api) -> None:
     assert "/endpoint/{code_id}" in schema["paths"]
     assert "post" in schema["paths"]["/run/{code_id}"]
     assert "get" in schema["paths"]["/coderun"]
+
+
+async def test_a_failed_final_record_does_not_lose_the_answer(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code = await api.add_code()
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(run_repository, "finish_run", broken)
+    api.runner.behaviour = answer(ok=True, result="still here", status_code=202)
+    response = await api.client.get(f"/action/endpoint/{code.id}")
+    assert (response.status_code, response.text) == (202, "still here")
+    run = await api.get_run(api.runner.calls[0].run_id)
+    assert run is not None and run.status == "started"  # the reaper will end it
+
+
+async def test_no_execution_without_a_started_record(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code = await api.add_code()
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(run_repository, "insert_started_run", broken)
+    response = await api.client.get(f"/action/endpoint/{code.id}")
+    assert response.status_code == 503
+    assert response.json() == {"message": "could not record the run"}
+    assert api.runner.calls == []

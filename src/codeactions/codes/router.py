@@ -17,7 +17,8 @@ from codeactions.http import read_body
 
 router = APIRouter(tags=["codes"])
 
-DEFAULT_PAGE_SIZE = 100
+# The original returned every code: a client sending no page parameters still gets them all.
+DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 1000
 
 
@@ -201,7 +202,7 @@ async def get_code(session: SessionDep, principal: CurrentPrincipal, id: str) ->
     "/code",
     summary="List a project's codes, newest first",
     response_model=list[CodeOut],
-    description="Always a JSON array. Optional `page` and `page_size` (1-1000, default 100); "
+    description="Always a JSON array. Optional `page` and `page_size` (1-1000, default 1000); "
     "`X-Total-Count` gives the total and `Link` the next page.",
 )
 async def list_codes(

@@ -24,9 +24,11 @@ SUPERVISOR = ENGINES_DIR / "supervisor.py"
 # The only variables the supervisor gets: none of the service's secrets.
 SUPERVISOR_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 START_TIMEOUT = 60.0
-# How long past a run's own timeout the API waits before declaring the supervisor stuck.
+# How long past a run's own timeout the API waits before pinging the supervisor (a run may
+# also be queued behind others, so lateness alone does not mean the supervisor is stuck).
 GRACE = 15.0
 COMPILE_TIMEOUT = 120.0
+PING_TIMEOUT = 10.0
 
 
 class SupervisorGone(Exception):
@@ -51,7 +53,12 @@ class SandboxRunner:
         self._restart_lock = asyncio.Lock()
         self._generation = 0
         self._in_flight = 0
+        self._restart_task: asyncio.Task[None] | None = None
         self.restarts = 0
+        self.grace = GRACE
+        self._healthy = True
+        self._health_message = ""
+        self.ping_timeout = PING_TIMEOUT
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -76,12 +83,16 @@ class SandboxRunner:
                 cwd="/",
                 start_new_session=True,
             )
+        except OSError as exc:
+            ours.close()
+            raise RuntimeError(f"cannot start the runner supervisor: {exc}") from exc
         finally:
             theirs.close()
         reader, writer = await asyncio.open_connection(sock=ours, limit=1 << 26)
         self._writer = writer
         self._generation += 1
         self._ready = loop.create_future()
+        self._healthy, self._health_message = True, ""
         self._reader_task = asyncio.create_task(self._read(reader, self._generation))
         self._stderr_task = asyncio.create_task(self._relay_stderr(self._process))
         self._send(
@@ -150,10 +161,15 @@ class SandboxRunner:
                 if op == "ready":
                     if self._ready is not None and not self._ready.done():
                         self._ready.set_result(frame["status"])
-                elif op in ("done", "compiled"):
+                elif op in ("done", "compiled", "pong"):
                     waiter = self._waiters.pop(frame["id"], None)
                     if waiter is not None and not waiter.done():
                         waiter.set_result(frame)
+                elif op == "health":
+                    self._healthy = bool(frame.get("ok"))
+                    self._health_message = str(frame.get("message", ""))
+                    if not self._healthy:
+                        logger.error("runner: %s", self._health_message)
                 elif op == "warning":
                     logger.warning("runner: %s", frame.get("message"))
         except (asyncio.IncompleteReadError, ConnectionError, ValueError) as exc:
@@ -163,7 +179,7 @@ class SandboxRunner:
         if generation == self._generation:
             self._fail_waiters("the runner supervisor stopped")
             if not self._closing:
-                asyncio.create_task(self._restart(generation))
+                self._restart_task = asyncio.create_task(self._restart(generation))
 
     async def _relay_stderr(self, process: asyncio.subprocess.Process) -> None:
         assert process.stderr is not None
@@ -193,7 +209,7 @@ class SandboxRunner:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
 
-    async def _request(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+    async def _request(self, message: dict[str, Any], wait_seconds: float) -> dict[str, Any]:
         if self._restart_lock.locked():
             async with self._restart_lock:
                 pass  # wait for the restart in progress
@@ -204,13 +220,31 @@ class SandboxRunner:
         generation = self._generation
         try:
             self._send(message)
-            return await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            # The supervisor owes an answer well past the run's own deadline: it is stuck.
-            if generation == self._generation and not self._closing:
-                logger.error("runner supervisor did not answer in %.0f s; restarting it", timeout)
-                asyncio.create_task(self._restart(generation))
-            raise SupervisorGone("the runner did not answer") from None
+            while True:
+                try:
+                    return await asyncio.wait_for(asyncio.shield(waiter), wait_seconds)
+                except TimeoutError:
+                    # Late: either queued behind other runs (fine) or the supervisor is stuck.
+                    if not await self._responsive():
+                        break
+        finally:
+            self._waiters.pop(request_id, None)
+        if generation == self._generation and not self._closing:
+            logger.error("runner supervisor stopped answering; restarting it")
+            self._restart_task = asyncio.create_task(self._restart(generation))
+        raise SupervisorGone("the runner did not answer")
+
+    async def _responsive(self) -> bool:
+        """Ping the supervisor: a stuck one does not answer within PING_TIMEOUT."""
+        request_id = f"ping-{next(self._ids)}"
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiters[request_id] = waiter
+        try:
+            self._send({"op": "ping", "id": request_id})
+            await asyncio.wait_for(waiter, self.ping_timeout)
+            return True
+        except (TimeoutError, SupervisorGone):
+            return False
         finally:
             self._waiters.pop(request_id, None)
 
@@ -231,9 +265,8 @@ class SandboxRunner:
         }
         self._in_flight += 1
         try:
-            # Queue time counts too: waiting for a slot must not look like a dead supervisor.
             frame = await self._request(
-                {"op": "run", "request": payload}, request.timeout * 2 + GRACE + 60
+                {"op": "run", "request": payload}, request.timeout + self.grace
             )
         except SupervisorGone as exc:
             return RunOutcome(
@@ -266,8 +299,8 @@ class SandboxRunner:
             and not self._writer.is_closing()
         )
         slots = int(self._status.get("slots", self.settings.slots))
-        return {
-            "ok": alive,
+        status: dict[str, Any] = {
+            "ok": alive and self._healthy,
             "isolation": self._status.get("isolation", "unknown"),
             "network": self._status.get("network", "unknown"),
             "cgroups": self._status.get("cgroups", "none"),
@@ -279,6 +312,9 @@ class SandboxRunner:
             "restarts": self.restarts,
             "supervisor_pid": self._process.pid if self._process is not None else None,
         }
+        if not self._healthy:
+            status["error"] = self._health_message
+        return status
 
 
 def _outcome(data: dict[str, Any]) -> RunOutcome:

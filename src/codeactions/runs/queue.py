@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from codeactions.errors import QueueFull
 from codeactions.ops.metrics import Metrics
@@ -39,12 +40,14 @@ class Ticket:
         self._queue = queue
         self._holds_slot = False
         self._released = False
+        self._admitted_at = time.perf_counter()
 
     async def wait_for_slot(self) -> None:
         await self._queue._free.acquire()
         self._holds_slot = True
         self._queue.running += 1
         self._queue._report()
+        self._queue._metrics.run_waited(time.perf_counter() - self._admitted_at)
 
     def release(self) -> None:
         if self._released:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
@@ -214,11 +214,20 @@ async def list_runs(
     request: Request,
     session: SessionDep,
     principal: CurrentPrincipal,
-    code_id: str | None = None,
-    after: str | None = None,
-    before: str | None = None,
-    page: str | None = None,
-    page_size: str | None = None,
+    code_id: Annotated[
+        str | None, Query(description="The code's UUID or legacy ObjectID (required)")
+    ] = None,
+    after: Annotated[
+        str | None,
+        Query(
+            description="Runs created at or after: `2024-12-10`, `2024-12-10T10:00:00`, RFC 3339"
+        ),
+    ] = None,
+    before: Annotated[
+        str | None, Query(description="Runs created at or before (same formats; UTC if no zone)")
+    ] = None,
+    page: Annotated[str | None, Query(description="Page number, from 1")] = None,
+    page_size: Annotated[str | None, Query(description="Runs per page, 1 to 1000 (100)")] = None,
 ) -> Response:
     found = await service.list_runs(
         session,

@@ -33,7 +33,7 @@ from codeactions.runs.queue import RunQueue, Ticket
 log = logging.getLogger(__name__)
 
 # The runner kills a run at its deadline; this much later we stop waiting for the runner itself.
-RUNNER_GRACE_SECONDS = 2.0
+RUNNER_GRACE_SECONDS = 5.0
 
 REDACTED = "[REDACTED]"
 _SECRET_HEADERS = frozenset(

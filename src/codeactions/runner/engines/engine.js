@@ -245,9 +245,12 @@ process.on('beforeExit', () => {
 
 process.stdin.setEncoding('utf8');
 process.stdin.on('data', (chunk) => {
-  input += chunk;
-  const newline = input.indexOf('\n');
-  if (newline >= 0) begin(input.slice(0, newline));
+  const newline = chunk.indexOf('\n');
+  if (newline >= 0) {
+    begin(input + chunk.slice(0, newline));
+  } else {
+    input += chunk;
+  }
 });
 process.stdin.on('end', () => begin(input));
 

@@ -64,9 +64,10 @@ def compile(source: str, *, go: str, cache_dir: str, timeout: float = 60) -> str
     _make_dir(bin_dir, 0o711)
     for private in ("locks", "build", "tmp", "gocache", "gopath"):
         _make_dir(cache / private, 0o700)
-    with open(cache / "locks" / f"{key}.lock", "w") as lock:
+    lock_path = cache / "locks" / f"{key}.lock"
+    with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if binary.exists():  # another process built it while we waited
+        if binary.exists():  # another caller built it while we waited
             return str(binary)
         work = Path(tempfile.mkdtemp(prefix="go-", dir=cache / "build"))
         try:
@@ -76,6 +77,8 @@ def compile(source: str, *, go: str, cache_dir: str, timeout: float = 60) -> str
             os.replace(built, binary)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+            # Safe to drop: whoever still waits on it re-checks for the binary before building.
+            lock_path.unlink(missing_ok=True)
     return str(binary)
 
 

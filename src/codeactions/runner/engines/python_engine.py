@@ -285,6 +285,50 @@ def execute(request: dict[str, Any], channel: Channel) -> int:
     return 0
 
 
+WARM_SOURCE = """
+import json
+def Run(engine):
+    engine.log.info(engine.params.get("a"))
+    print("warm", engine.header.get("X-Warm"), engine.body)
+    engine.result.set({"warm": [1, "é"]}, status_code=200, content_type="json")
+"""
+
+
+def warm() -> None:
+    """Exercise the whole happy path once in a spare, before its request arrives.
+
+    A forked child copies each memory page it first writes to, and CPython writes to every
+    object it touches (reference counts): doing it here keeps those copies off the request path.
+    """
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        channel = Channel(null)
+        request = json.loads(
+            json.dumps(
+                {
+                    "source": WARM_SOURCE,
+                    "params": {"a": "1"},
+                    "body": " b ",
+                    "headers": {"X-Warm": ["1"]},
+                    "method": "POST",
+                    "run_id": "w",
+                    "code_id": "w",
+                }
+            )
+        )
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = LogStream(channel, "info", 1), LogStream(channel, "error", 2)
+        try:
+            execute(request, channel)
+            _flush_std()
+        finally:
+            sys.stdout, sys.stderr = saved
+            sys.modules.pop("action", None)
+            linecache.cache.pop(USER_FILE, None)
+    finally:
+        os.close(null)
+
+
 def _read_all(fd: int) -> bytes:
     chunks = []
     while True:

@@ -24,7 +24,6 @@ import heapq
 import itertools
 import json
 import os
-import resource
 import selectors
 import shutil
 import signal
@@ -40,12 +39,28 @@ from typing import Any
 ENGINES_DIR = os.path.dirname(os.path.abspath(__file__))
 CHAIN_PREFIX = "CODEACTIONS-"  # one chain per uid range: runners with other ranges coexist
 BLOCKED_V4 = [
-    "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
-    "0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "0.0.0.0/8",
+    "169.254.0.0/16",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
 ]
-BLOCKED_V6 = ["::1/128", "::/128", "::ffff:0:0/96", "fc00::/7", "fe80::/10", "ff00::/8", "64:ff9b::/96"]
+BLOCKED_V6 = [
+    "::1/128",
+    "::/128",
+    "::ffff:0:0/96",
+    "fc00::/7",
+    "fe80::/10",
+    "ff00::/8",
+    "64:ff9b::/96",
+]
 CHILD_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 CLEAN_STEP = 0.002
+BROKEN_AFTER = 3  # consecutive spare failures after which a slot counts as broken
 SANDBOX_GO_DIR = "/run/codeactions-go"
 MB = 1024 * 1024
 READ_SIZE = 65536
@@ -326,19 +341,39 @@ def install_egress_filter(uid_first: int, uid_last: int) -> str:
     return ""
 
 
-def probe_namespaces() -> tuple[bool, bool]:
-    """Whether a child may create (mount, network) namespaces: tried in a throwaway fork."""
+def probe_namespaces() -> tuple[bool, bool, bool]:
+    """What a child may do, tried in throwaway forks: (mount ns, network ns, private /proc)."""
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_ulong,
+        ctypes.c_char_p,
+    ]
+
+    def private_proc() -> bool:
+        return (
+            libc.unshare(0x00020000) == 0
+            and libc.mount(b"none", b"/", None, 0x4000 | (1 << 18), None) == 0
+            and libc.mount(b"proc", b"/proc", b"proc", 2 | 4 | 8, b"hidepid=invisible") == 0
+        )
+
+    probes: list[Callable[[], bool]] = [
+        lambda: libc.unshare(0x00020000) == 0,
+        lambda: libc.unshare(0x40000000) == 0,
+        private_proc,
+    ]
     results = []
-    for flag in (0x00020000, 0x40000000):
+    for probe in probes:
         pid = os.fork()
         if pid == 0:
-            os._exit(0 if libc.unshare(flag) == 0 else 1)
+            os._exit(0 if probe() else 1)
         _, status = os.waitpid(pid, 0)
         results.append(os.waitstatus_to_exitcode(status) == 0)
-    return results[0], results[1]
+    return results[0], results[1], results[2]
 
 
 # --------------------------------------------------------------------------- runs
@@ -410,6 +445,7 @@ class Supervisor:
         self.zsock: socket.socket | None = None
         self.status: dict[str, Any] = {}
         self.warnings: list[str] = []
+        self.broken = False
 
     # ---------------------------------------------------------------- start
 
@@ -451,32 +487,49 @@ class Supervisor:
             self.cgroups.setup()
         if self.cgroups.version == "none":
             self.warnings.append(
-                "no cgroups: memory falls back to RLIMIT_AS/RLIMIT_DATA and process count to "
-                "RLIMIT_NPROC; CPU is not shared fairly" + (f" ({self.cgroups.error})" if self.cgroups.error else "")
+                "no cgroups: memory falls back to RLIMIT_AS/RLIMIT_DATA, process count to "
+                + ("RLIMIT_NPROC per slot uid" if self.root else "nothing (not root)")
+                + "; CPU is not shared fairly"
+                + (f" ({self.cgroups.error})" if self.cgroups.error else "")
             )
-        mountns, netns = probe_namespaces() if self.root else (False, False)
+        mountns, netns, hide_pids = probe_namespaces() if self.root else (False, False, False)
         if not mountns:
-            self.warnings.append("no mount namespaces: /tmp, /dev/shm and /run are shared with the host")
+            self.warnings.append(
+                "no mount namespaces: /tmp, /dev/shm and /run are shared with the host"
+            )
         network = s["network"]
         net_desc = ""
         use_netns = False
         if not self.root:
             net_desc = "unrestricted (not root: no packet filter, no namespace)"
-            self.warnings.append("not running as root: runs share the service's uid and network")
+            self.warnings.append(
+                "not running as root: runs share the service's uid (its files and processes) "
+                "and network; processes that leave their process group are not tracked"
+            )
         elif network == "off":
             use_netns = netns
-            net_desc = "off (empty network namespace)" if netns else "unrestricted (network namespaces unavailable)"
+            net_desc = (
+                "off (empty network namespace)"
+                if netns
+                else "unrestricted (network namespaces unavailable)"
+            )
         else:
             error = install_egress_filter(uid_base, uid_base + total - 1)
             if not error:
-                net_desc = "public egress; loopback, private and link-local refused (iptables owner match)"
+                net_desc = (
+                    "public egress; loopback, private and link-local refused (iptables owner match)"
+                )
             elif netns:
                 use_netns = True
                 net_desc = "off (empty network namespace: packet filter unavailable)"
-                self.warnings.append(f"egress filter not installed ({error}): user code has no network")
+                self.warnings.append(
+                    f"egress filter not installed ({error}): user code has no network"
+                )
             else:
                 net_desc = "unrestricted (no packet filter, no namespaces)"
-                self.warnings.append(f"egress filter not installed ({error}) and no network namespaces")
+                self.warnings.append(
+                    f"egress filter not installed ({error}) and no network namespaces"
+                )
         if network == "off" and not netns and self.root:
             self.warnings.append("network=off requested but network namespaces are unavailable")
 
@@ -504,9 +557,12 @@ class Supervisor:
             ],
             "rlimits": rlimits,
             "mountns": mountns,
+            "hide_pids": mountns and hide_pids,
             "tmpfs_mb": int(s["file_size_mb"]),
             "env": CHILD_ENV,
             "node_argv": [s["node"], os.path.join(ENGINES_DIR, "engine.js")],
+            # Booted Node spares cannot learn a run's timeout before they start.
+            "node_cpu": int(s["cpu_seconds"]) or 300,
             "go_bin_dir": self.go_bin_dir,
             "sandbox_go_dir": SANDBOX_GO_DIR,
             "root": self.root,
@@ -517,7 +573,9 @@ class Supervisor:
         if self.cgroups.version != "none":
             layers.append(f"cgroup {self.cgroups.version} ({', '.join(self.cgroups.controllers)})")
         if mountns:
-            layers.append("private /tmp, /dev/shm, /run")
+            layers.append("mount namespace (private tmpfs /tmp, /var/tmp, /dev/shm, empty /run)")
+        if mountns and hide_pids:
+            layers.append("/proc shows only the run's own processes")
         layers.append("rlimits, own session, no_new_privs, empty env, private dir")
         self.status = {
             "isolation": "; ".join(layers),
@@ -528,8 +586,6 @@ class Supervisor:
             "root": self.root,
             "warnings": self.warnings,
         }
-        for warning in self.warnings:
-            log("WARNING: " + warning)
         self._start_zygote()
         for slot in self.slots:
             self._spawn(slot)
@@ -615,7 +671,11 @@ class Supervisor:
                 except Exception as exc:  # one broken run must not take the others down
                     log(f"error handling {kind}: {exc!r}")
                     if kind in ("out", "in"):
-                        run = owner if isinstance(owner, Run) else self.fd_owner.get(key.fd, (None,))[0]
+                        run = (
+                            owner
+                            if isinstance(owner, Run)
+                            else self.fd_owner.get(key.fd, (None,))[0]
+                        )
                         if run is not None and not run.finished:
                             self._kill_run(run, "runner", f"runner error: {exc}")
             now = time.monotonic()
@@ -665,10 +725,17 @@ class Supervisor:
                 if error and error.startswith("runner: "):
                     error, runner_error = None, error.removeprefix("runner: ")
                 self.send_api(
-                    {"op": "compiled", "id": request_id, "error": error, "runner_error": runner_error}
+                    {
+                        "op": "compiled",
+                        "id": request_id,
+                        "error": error,
+                        "runner_error": runner_error,
+                    }
                 )
 
             self._compile(frame["source"], reply)
+        elif op == "ping":
+            self.send_api({"op": "pong", "id": frame["id"]})
         elif op == "shutdown":
             raise SystemExit(0)
 
@@ -717,7 +784,11 @@ class Supervisor:
                 run.child.cpu = float(message.get("cpu", 0.0))
                 if not run.finished:
                     self._finish(run)
-            elif slot.child is not None and slot.child.pid == message["pid"] and slot.state == "ready":
+            elif (
+                slot.child is not None
+                and slot.child.pid == message["pid"]
+                and slot.state == "ready"
+            ):
                 log(f"slot {slot.index}: spare exited before use (status {status})")
                 self._retire_spare(slot)
 
@@ -734,6 +805,7 @@ class Supervisor:
         if data.startswith(b'{"t": "ready"}\n') and slot.state == "starting":
             slot.state = "ready"
             slot.failures = 0
+            self._check_health()
             self._dispatch()
             return
         log(f"slot {slot.index}: spare failed: {data.decode('utf-8', 'replace').strip()[:500]}")
@@ -748,6 +820,19 @@ class Supervisor:
         slot.failures += 1
         slot.state = "cleaning"
         self.call_later(min(5.0, 0.05 * 2**slot.failures), lambda: self._clean(slot))
+        self._check_health()
+
+    def _check_health(self) -> None:
+        """When no general slot can make a working spare, fail queued runs instead of parking them."""
+        broken = all(s.failures >= BROKEN_AFTER for s in self.slots if s.kind == "general")
+        if broken != self.broken:
+            self.broken = broken
+            message = "no sandbox slot can start (see the runner's log)" if broken else ""
+            self.send_api({"op": "health", "ok": not broken, "message": message})
+        if broken:
+            pending, self.pending = self.pending, deque()
+            for run in pending:
+                self._finish_early(run, "runner", "no sandbox slot can start")
 
     def _zygote_died(self) -> None:
         log("zygote died; restarting it")
@@ -802,9 +887,9 @@ class Supervisor:
         run.child = child
         self.running += 1
         run.oom_before = self.cgroups.oom_kills(slot.index)
+        # The child lowers its own RLIMIT_CPU from the header: prlimit() on another uid's
+        # process needs CAP_SYS_RESOURCE, which a container's root often lacks.
         cpu = int(self.s["cpu_seconds"]) or max(1, int(run.timeout + 0.999))
-        with contextlib.suppress(OSError):
-            resource.prlimit(child.pid, resource.RLIMIT_CPU, (cpu, cpu + 1))
         payload = dict(run.request)
         payload["run_id"] = payload.get("run_id", run.id)
         payload["max_log_chars"] = self.max_log_chars
@@ -815,12 +900,17 @@ class Supervisor:
             if run.language == "javascript":
                 run.argv = self.child_cfg["node_argv"]
             mode = {"mode": "exec", "argv": run.argv} if run.argv else {"mode": "python"}
+            mode["cpu"] = cpu
             encoded = json.dumps(mode).encode()
             header = struct.pack(">I", len(encoded)) + encoded
         run.pending_stdin = header + body
         run.started = time.monotonic()
         run.timer = self.call_later(run.timeout, lambda: self._timeout(run))
-        for fd, name in ((child.stdout, "stdout"), (child.stderr, "stderr"), (child.proto, "proto")):
+        for fd, name in (
+            (child.stdout, "stdout"),
+            (child.stderr, "stderr"),
+            (child.proto, "proto"),
+        ):
             self.fd_owner[fd] = (run, name)
             self.selector.register(fd, selectors.EVENT_READ, ("out", run))
         self._write_stdin(run, first=True)
@@ -831,7 +921,7 @@ class Supervisor:
             return
         try:
             while run.pending_stdin:
-                written = os.write(child.stdin, run.pending_stdin[:READ_SIZE * 16])
+                written = os.write(child.stdin, run.pending_stdin[: READ_SIZE * 16])
                 run.pending_stdin = run.pending_stdin[written:]
         except BlockingIOError:
             if first:
@@ -889,7 +979,9 @@ class Supervisor:
         now = time.time()
         if name != "proto":
             text = raw.decode("utf-8", "replace")
-            run.logs.append(["info" if name == "stdout" else "error", text[: self.max_log_chars], now])
+            run.logs.append(
+                ["info" if name == "stdout" else "error", text[: self.max_log_chars], now]
+            )
             return
         try:
             message = json.loads(raw)
@@ -952,7 +1044,11 @@ class Supervisor:
             run.timer[2] = None
         if child is not None:
             # Everything the child wrote before it ended is in the pipes: read it all.
-            for fd, name in ((child.proto, "proto"), (child.stdout, "stdout"), (child.stderr, "stderr")):
+            for fd, name in (
+                (child.proto, "proto"),
+                (child.stdout, "stdout"),
+                (child.stderr, "stderr"),
+            ):
                 while fd in self.fd_owner and run.reason is None:
                     try:
                         data = os.read(fd, READ_SIZE)
@@ -1008,7 +1104,10 @@ class Supervisor:
                 if sig == signal.SIGXCPU or (sig == signal.SIGKILL and self._cpu_exhausted(run)):
                     reason, error = "cpu", "CPU time limit exceeded"
                 elif sig == signal.SIGXFSZ:
-                    reason, error = "file_size", f"file size limit of {self.s['file_size_mb']} MB exceeded"
+                    reason, error = (
+                        "file_size",
+                        f"file size limit of {self.s['file_size_mb']} MB exceeded",
+                    )
                 else:
                     reason, error = "killed", f"killed by signal {_signal_name(sig)}"
             elif run.error is not None:
@@ -1052,8 +1151,16 @@ class Supervisor:
             {
                 "op": "done",
                 "id": run.id,
-                "outcome": {"ok": False, "result": "", "status_code": 200, "content_type": "text",
-                            "reason": reason, "error": message, "logs": [], "duration": 0.0},
+                "outcome": {
+                    "ok": False,
+                    "result": "",
+                    "status_code": 200,
+                    "content_type": "text",
+                    "reason": reason,
+                    "error": message,
+                    "logs": [],
+                    "duration": 0.0,
+                },
             }
         )
 
@@ -1127,7 +1234,9 @@ class Supervisor:
 
                 os.makedirs(self.go_cache_dir, mode=0o755, exist_ok=True)
                 try:
-                    path = golang.compile(source, go=self.s["go"], cache_dir=self.go_cache_dir, timeout=60)
+                    path = golang.compile(
+                        source, go=self.s["go"], cache_dir=self.go_cache_dir, timeout=60
+                    )
                     answer = {"path": path}
                 except golang.CompileFailed as exc:
                     answer = {"error": exc.message}
@@ -1235,6 +1344,10 @@ def _read_frame(sock: socket.socket) -> dict[str, Any]:
     return json.loads(data)
 
 
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(0)  # runs the `finally` that kills every sandbox
+
+
 def main() -> None:
     import ctypes
 
@@ -1243,7 +1356,7 @@ def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
     init = _read_frame(sock)
     supervisor = Supervisor(sock)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(0)))
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         supervisor.start(init)
         status = dict(supervisor.status)

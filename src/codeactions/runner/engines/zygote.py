@@ -14,6 +14,7 @@ Messages on the SOCK_SEQPACKET socket <fd> (one JSON object per message):
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import json
@@ -27,16 +28,27 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import python_engine  # noqa: E402
+import python_engine
 
 # Light libraries user code commonly imports, loaded once here so a run does not pay for them.
 # Heavy ones (pandas, numpy) stay out: fork cost grows with the zygote's memory.
-for _name in ("json", "re", "datetime", "urllib.parse", "urllib.request", "base64", "hashlib",
-              "uuid", "random", "math", "time", "tempfile", "requests"):
-    try:
+for _name in (
+    "json",
+    "re",
+    "datetime",
+    "urllib.parse",
+    "urllib.request",
+    "base64",
+    "hashlib",
+    "uuid",
+    "random",
+    "math",
+    "time",
+    "tempfile",
+    "requests",
+):
+    with contextlib.suppress(Exception):
         __import__(_name)
-    except Exception:
-        pass
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
@@ -46,6 +58,7 @@ CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
 MS_NOSUID = 2
 MS_NODEV = 4
+MS_NOEXEC = 8
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
@@ -56,7 +69,13 @@ IFF_RUNNING = 0x40
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+libc.mount.argtypes = [
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_ulong,
+    ctypes.c_char_p,
+]
 
 
 def _check(result: int, what: str) -> None:
@@ -68,16 +87,22 @@ def _check(result: int, what: str) -> None:
 def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
     _check(
         libc.mount(
-            source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
+            source.encode(),
+            target.encode(),
+            fstype.encode() if fstype else None,
+            flags,
             data.encode() if data else None,
         ),
         f"mount {target}",
     )
 
 
-def _private_mounts(tmpfs_mb: int, uid: int, go_bin_dir: str, sandbox_go_dir: str) -> str:
+def _private_mounts(
+    tmpfs_mb: int, uid: int, go_bin_dir: str, sandbox_go_dir: str, hide_pids: bool
+) -> str:
     """Own mount namespace: the run's dir is a fresh, size-bounded /tmp it owns; /var/tmp and
-    /dev/shm are fresh too, and /run is empty (no unix sockets of host services).
+    /dev/shm are fresh too, /run is empty (no unix sockets of host services) and /proc shows
+    only the slot's own processes (hidepid: no other command lines, no pids to aim at).
 
     Everything vanishes with the namespace when the run's last process dies. Returns the dir.
     """
@@ -94,6 +119,8 @@ def _private_mounts(tmpfs_mb: int, uid: int, go_bin_dir: str, sandbox_go_dir: st
     for target in ("/var/tmp", "/dev/shm"):
         if os.path.isdir(target) and not os.path.islink(target):
             _mount("tmpfs", target, "tmpfs", flags, f"size={tmpfs_mb}m,mode=1777")
+    if hide_pids:
+        _mount("proc", "/proc", "proc", flags | MS_NOEXEC, "hidepid=invisible")
     return "/tmp"
 
 
@@ -104,7 +131,9 @@ def _empty_network() -> None:
     try:
         import fcntl
 
-        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING))
+        fcntl.ioctl(
+            sock, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING)
+        )
     finally:
         sock.close()
 
@@ -123,7 +152,7 @@ def _become_sandbox(cfg: dict, slot: dict, kind: str) -> None:
     workdir = slot["dir"]
     if cfg["mountns"]:
         workdir = _private_mounts(
-            cfg["tmpfs_mb"], slot["uid"], cfg["go_bin_dir"], cfg["sandbox_go_dir"]
+            cfg["tmpfs_mb"], slot["uid"], cfg["go_bin_dir"], cfg["sandbox_go_dir"], cfg["hide_pids"]
         )
     if slot["netns"]:
         _empty_network()
@@ -134,9 +163,10 @@ def _become_sandbox(cfg: dict, slot: dict, kind: str) -> None:
             continue  # Node/Go reserve large address space up front; RLIMIT_DATA covers them
         resource.setrlimit(getattr(resource, name), (value, value))
     uid = slot["uid"]
-    os.setgroups([])
-    os.setresgid(uid, uid, uid)
-    os.setresuid(uid, uid, uid)
+    if cfg["root"]:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
     _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
     # Changing uid made the process non-dumpable (its /proc files owned by root); tools such as
     # Node read /proc/self, and only processes of this same slot uid could look at it.
@@ -160,6 +190,11 @@ def _read_exact(fd: int, size: int) -> bytes:
     return data
 
 
+def _set_cpu_limit(seconds: int) -> None:
+    # SIGXCPU at the soft limit, SIGKILL a second later if it is ignored.
+    resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
+
+
 def _exec(argv: list[str], env: dict[str, str]) -> None:
     # Python ignores these two; an exec'd program must get the default actions back.
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
@@ -167,7 +202,13 @@ def _exec(argv: list[str], env: dict[str, str]) -> None:
     try:
         os.execve(argv[0], argv, env)
     except OSError as exc:
-        python_engine.Channel().send({"t": "error", "kind": "runner", "message": f"cannot start {os.path.basename(argv[0])}: {exc.strerror}"})
+        python_engine.Channel().send(
+            {
+                "t": "error",
+                "kind": "runner",
+                "message": f"cannot start {os.path.basename(argv[0])}: {exc.strerror}",
+            }
+        )
         os._exit(127)
 
 
@@ -179,15 +220,27 @@ def _child(cfg: dict, slot: dict, kind: str, fds: list[int]) -> None:
             os.dup2(fd, target)
         os.closerange(4, 65536)
         _become_sandbox(cfg, slot, kind)
-    except BaseException as exc:  # noqa: BLE001 - report why this spare is unusable
+    except BaseException as exc:
         try:
-            os.write(3, (json.dumps({"t": "error", "kind": "runner", "message": f"sandbox setup failed: {exc}"}) + "\n").encode())
+            os.write(
+                3,
+                (
+                    json.dumps(
+                        {"t": "error", "kind": "runner", "message": f"sandbox setup failed: {exc}"}
+                    )
+                    + "\n"
+                ).encode(),
+            )
         finally:
             os._exit(126)
     env = dict(os.environ)
+    if kind == "python":
+        with contextlib.suppress(Exception):  # only an optimisation
+            python_engine.warm()
     # Sandboxed and waiting: only now may the supervisor hand this child a request.
     python_engine.Channel().send({"t": "ready"})
     if kind == "node":
+        _set_cpu_limit(cfg["node_cpu"])
         _exec(cfg["node_argv"], env)
     # A general spare: a length-prefixed header says what to become, the request follows.
     try:
@@ -195,6 +248,7 @@ def _child(cfg: dict, slot: dict, kind: str, fds: list[int]) -> None:
         header = json.loads(_read_exact(0, size))
     except Exception:
         os._exit(0)  # the supervisor retired this spare without a run
+    _set_cpu_limit(int(header.get("cpu", 300)))
     if header.get("mode") == "exec":
         _exec(header["argv"], env)
     python_engine.serve(0)
@@ -233,7 +287,7 @@ class Zygote:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 self.selector.close()
                 self.sock.detach()
-                for fd in parent_fds + [self.wake_r, self.wake_w]:
+                for fd in [*parent_fds, self.wake_r, self.wake_w]:
                     os.close(fd)
                 _child(self.cfg, slot, kind, child_fds)
             finally:
@@ -282,7 +336,9 @@ class Zygote:
                     try:
                         self.spawn(message["slot"], message.get("kind", "python"))
                     except OSError as exc:
-                        self.send({"op": "spawn_failed", "slot": message["slot"], "error": str(exc)})
+                        self.send(
+                            {"op": "spawn_failed", "slot": message["slot"], "error": str(exc)}
+                        )
 
 
 def main() -> None:
