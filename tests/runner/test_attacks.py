@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from codeactions.runner.sandbox import SandboxRunner
+from tests.conftest import reachable
 from tests.runner.conftest import SLOTS, UID_BASE, RunCode, request, sandbox_pids
 
 pytestmark = pytest.mark.sandbox
@@ -329,3 +330,76 @@ async def test_only_the_spares_remain_after_attacks(runner: SandboxRunner) -> No
     total = SLOTS + int(runner.status()["node_spares"])
     await asyncio.sleep(0.5)
     assert len(sandbox_pids(UID_BASE, total)) <= total
+
+
+async def test_other_runs_stay_fast_while_a_fork_bomb_and_a_hog_run(run_code: RunCode) -> None:
+    bomb = """
+import os
+def Run(engine):
+    while True:
+        try:
+            os.fork()
+        except OSError:
+            pass
+"""
+    hog = "import threading\ndef spin():\n    while True:\n        pass\ndef Run(engine):\n    for _ in range(8):\n        threading.Thread(target=spin).start()\n    spin()\n"
+    attacks = [
+        asyncio.create_task(run_code(bomb, timeout=3)),
+        asyncio.create_task(run_code(hog, timeout=3)),
+    ]
+    await asyncio.sleep(0.7)
+    started = time.monotonic()
+    outcome = await run_code(NEXT)
+    assert outcome.ok
+    assert time.monotonic() - started < 1.0
+    assert {(await attack).reason for attack in attacks} == {"timeout"}
+
+
+async def test_public_egress_and_dns_still_work(run_code: RunCode) -> None:
+    """The filter refuses private destinations only: names resolve, public hosts answer."""
+    if not reachable("pypi.org", 443):
+        pytest.skip("this machine itself cannot reach pypi.org")
+    source = """
+import socket
+def Run(engine):
+    address = socket.getaddrinfo("pypi.org", 443, type=socket.SOCK_STREAM)[0][4]
+    socket.create_connection(address[:2], timeout=10).close()
+    engine.result.set("connected")
+"""
+    outcome = await run_code(source, timeout=30)
+    assert (outcome.ok, outcome.result) == (True, "connected"), outcome.error
+
+
+async def test_namespaces_and_ptrace_are_refused_but_processes_and_threads_work(
+    run_code: RunCode, runner: SandboxRunner
+) -> None:
+    if "seccomp" not in runner.status()["isolation"]:
+        pytest.skip("no seccomp filter on this machine")
+    source = """
+import ctypes, os, subprocess, threading
+def Run(engine):
+    libc = ctypes.CDLL(None, use_errno=True)
+    seen = {}
+    for name, call in [("unshare(user)", lambda: libc.unshare(0x10000000)),
+                       ("unshare(net)", lambda: libc.unshare(0x40000000)),
+                       ("ptrace", lambda: libc.ptrace(16, os.getppid(), 0, 0)),
+                       ("mount", lambda: libc.mount(b"none", b"/tmp", b"tmpfs", 0, None))]:
+        result = call()
+        seen[name] = os.strerror(ctypes.get_errno()) if result == -1 else "allowed"
+    seen["unshare command"] = subprocess.run(["unshare", "-U", "-n", "true"]).returncode
+    seen["echo"] = subprocess.run(["echo", "hi"], capture_output=True, text=True).stdout
+    box = []
+    thread = threading.Thread(target=lambda: box.append(1))
+    thread.start()
+    thread.join()
+    seen["thread"] = box
+    engine.result.set(seen)
+"""
+    outcome = await run_code(source)
+    assert outcome.ok, outcome.error
+    seen = json.loads(outcome.result)
+    assert {seen[name] for name in ("unshare(user)", "unshare(net)", "ptrace", "mount")} == {
+        "Operation not permitted"
+    }
+    assert seen["unshare command"] != 0
+    assert (seen["echo"], seen["thread"]) == ("hi\n", [1])

@@ -189,3 +189,19 @@ def Run(engine):
     assert data["env"] == ["HOME", "LANG", "PATH", "TMPDIR"]
     assert data["home"] and data["requests"] and data["read"] == "ok"
     assert data["uid"] != 0
+
+
+async def test_chained_library_errors_show_no_server_paths(run_code: RunCode) -> None:
+    source = """
+import json
+def Run(engine):
+    try:
+        json.loads("{nope")
+    except ValueError as exc:
+        raise RuntimeError("could not parse") from exc
+"""
+    outcome = await run_code(source)
+    assert outcome.reason == "exception"
+    assert "json.decoder.JSONDecodeError" in outcome.error
+    assert outcome.error.endswith("RuntimeError: could not parse")
+    assert "/usr/lib" not in outcome.error and "/work" not in outcome.error

@@ -52,6 +52,7 @@ class SandboxRunner:
         self._closing = False
         self._restart_lock = asyncio.Lock()
         self._generation = 0
+        self._live_generation = -1
         self._in_flight = 0
         self._restart_task: asyncio.Task[None] | None = None
         self.restarts = 0
@@ -159,6 +160,7 @@ class SandboxRunner:
                 frame = json.loads(await reader.readexactly(size))
                 op = frame.get("op")
                 if op == "ready":
+                    self._live_generation = generation
                     if self._ready is not None and not self._ready.done():
                         self._ready.set_result(frame["status"])
                 elif op in ("done", "compiled", "pong"):
@@ -178,13 +180,15 @@ class SandboxRunner:
             self._ready.set_exception(SupervisorGone("the supervisor exited during start-up"))
         if generation == self._generation:
             self._fail_waiters("the runner supervisor stopped")
-            if not self._closing:
+            # Only a supervisor that once worked is restarted; a failed start raises in start().
+            if not self._closing and self._live_generation == generation:
                 self._restart_task = asyncio.create_task(self._restart(generation))
 
     async def _relay_stderr(self, process: asyncio.subprocess.Process) -> None:
         assert process.stderr is not None
-        async for line in process.stderr:
-            logger.warning("%s", line.decode("utf-8", "replace").rstrip())
+        with contextlib.suppress(ValueError, ConnectionError):  # a line over the reader's limit
+            async for line in process.stderr:
+                logger.warning("%s", line.decode("utf-8", "replace").rstrip())
 
     def _fail_waiters(self, message: str) -> None:
         waiters, self._waiters = self._waiters, {}
@@ -221,12 +225,13 @@ class SandboxRunner:
         try:
             self._send(message)
             while True:
-                try:
-                    return await asyncio.wait_for(asyncio.shield(waiter), wait_seconds)
-                except TimeoutError:
-                    # Late: either queued behind other runs (fine) or the supervisor is stuck.
-                    if not await self._responsive():
-                        break
+                # asyncio.wait leaves the waiter alone on timeout (no cancel, no shield needed).
+                await asyncio.wait((waiter,), timeout=wait_seconds)
+                if waiter.done():
+                    return waiter.result()
+                # Late: either queued behind other runs (fine) or the supervisor is stuck.
+                if not await self._responsive():
+                    break
         finally:
             self._waiters.pop(request_id, None)
         if generation == self._generation and not self._closing:

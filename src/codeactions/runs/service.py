@@ -190,8 +190,7 @@ async def execute(ex: Executor, *, code: Code, invoked_id: str, inputs: RunInput
     """Run the code once: record it `started`, wait for a slot, run, record the outcome.
 
     Raises QueueFull at once when the queue is full. The work runs as its own task, which
-    answers as soon as the outcome is known and then records it: the caller does not wait for
-    the bookkeeping, and a client that disconnects does not cancel it.
+    records the outcome and then answers: a client that disconnects does not cancel it.
     """
     started = time.perf_counter()
     deadline = asyncio.get_running_loop().time() + code_timeout_seconds(code)
@@ -261,10 +260,13 @@ async def _execute(
                 answer.set_exception(exc)
         _count(ex, code, "failed", "runner", started)
         raise
-    answer.set_result(execution)
     outcome, run = execution.outcome, execution.run
-    await _record_finish(ex, run)
-    await _write_logs(ex, run, invoked_id=invoked_id, outcome=outcome)
+    # Recorded before the caller is answered, so whoever reads the run or its logs right after
+    # sees them; this task is shielded, so a client that goes away does not stop it.
+    await asyncio.gather(
+        _record_finish(ex, run), _write_logs(ex, run, invoked_id=invoked_id, outcome=outcome)
+    )
+    answer.set_result(execution)
     _count(ex, code, _label(outcome), outcome.reason, started)
 
 
@@ -310,7 +312,7 @@ async def _run_once(
         result = outcome.error or str(extra["error"])
         if outcome.reason == "runner":
             log.warning("run %s failed in the runner: %s", run.id, outcome.error[:500])
-    # The run as it will be stored; the caller may be answered before the UPDATE lands.
+    # The run as it will be stored.
     run.status = "completed" if outcome.ok else "failed"
     run.result, run.extra, run.updated_at = result, extra, utcnow()
     return Execution(run, outcome, status, media_type(outcome.content_type), error)

@@ -212,14 +212,17 @@ class Engine:
 def _user_traceback(exc: BaseException) -> str:
     """The traceback limited to the user's frames: no engine internals, no server paths."""
     tb_exc = traceback.TracebackException.from_exception(exc)
-    frames = [frame for frame in tb_exc.stack if frame.filename == USER_FILE]
-    tb_exc.stack = traceback.StackSummary.from_list(frames)
-    # Chained exceptions (raise ... from ...) keep their own user frames only, too.
-    for chained in (tb_exc.__cause__, tb_exc.__context__):
-        if chained is not None:
-            chained.stack = traceback.StackSummary.from_list(
-                [frame for frame in chained.stack if frame.filename == USER_FILE]
-            )
+    # The whole chain (raise ... from ..., during handling of ...) keeps user frames only.
+    todo, seen = [tb_exc], set()
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        node.stack = traceback.StackSummary.from_list(
+            [frame for frame in node.stack if frame.filename == USER_FILE]
+        )
+        todo.extend(c for c in (node.__cause__, node.__context__) if c is not None)
     return "".join(tb_exc.format()).rstrip()
 
 
@@ -341,6 +344,7 @@ def _read_all(fd: int) -> bytes:
 def serve(stdin_fd: int = 0) -> None:
     """Child entry point: read the request from stdin until EOF, run it, exit."""
     channel = Channel()
+    sys.argv = [USER_FILE]  # not the zygote's path and arguments
     sys.stdout = sys.__stdout__ = LogStream(channel, "info", 1)
     sys.stderr = sys.__stderr__ = LogStream(channel, "error", 2)
     try:

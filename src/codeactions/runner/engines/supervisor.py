@@ -19,11 +19,13 @@ spare child forked by the zygote ahead of demand. A run only hands its request t
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import heapq
 import itertools
 import json
 import os
+import platform
 import selectors
 import shutil
 import signal
@@ -62,6 +64,7 @@ CHILD_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 CLEAN_STEP = 0.002
 BROKEN_AFTER = 3  # consecutive spare failures after which a slot counts as broken
 SANDBOX_GO_DIR = "/run/codeactions-go"
+LOCK_DIR = "/run/codeactions"
 MB = 1024 * 1024
 READ_SIZE = 65536
 
@@ -290,9 +293,11 @@ def _uid_pids(uid: int) -> set[int]:
 # --------------------------------------------------------------------------- network
 
 
-def _run_tool(argv: list[str]) -> tuple[int, str]:
+def _run_tool(argv: list[str], stdin: str | None = None) -> tuple[int, str]:
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, env=CHILD_ENV)
+        done = subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, timeout=10, env=CHILD_ENV
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         return 1, str(exc)
     return done.returncode, (done.stderr or done.stdout).strip()
@@ -306,39 +311,78 @@ def _find_tool(name: str) -> str | None:
     return None
 
 
+def _egress_chain(uid_first: int, uid_last: int) -> str:
+    return f"{CHAIN_PREFIX}{uid_first}-{uid_last}"[:28]
+
+
 def install_egress_filter(uid_first: int, uid_last: int) -> str:
-    """REJECT sandbox uids' packets to loopback, private and link-local ranges; '' on success."""
+    """REJECT sandbox uids' packets to loopback, private and link-local ranges; '' on success.
+
+    The chain is replaced atomically (iptables-restore --noflush), so a second runner starting
+    with the same uid range never leaves the first one's sandboxes unfiltered, even briefly.
+    """
     uids = f"{uid_first}-{uid_last}"
-    chain = f"{CHAIN_PREFIX}{uid_first}-{uid_last}"[:28]
+    chain = _egress_chain(uid_first, uid_last)
     ipv6 = os.path.exists("/proc/net/if_inet6")
     for tool_name, blocked in (("iptables", BLOCKED_V4), ("ip6tables", BLOCKED_V6)):
         if tool_name == "ip6tables" and not ipv6:
             continue
-        tool = _find_tool(tool_name)
-        if tool is None:
+        tool, restore = _find_tool(tool_name), _find_tool(f"{tool_name}-restore")
+        if tool is None or restore is None:
             return f"{tool_name} is not installed"
-        wait = [tool, "-w", "5"]
-        _run_tool([*wait, "-N", chain])  # fails harmlessly when the chain exists
-        code, out = _run_tool([*wait, "-F", chain])
+        reject = "icmp-port-unreachable" if tool_name == "iptables" else "icmp6-port-unreachable"
+        lines = ["*filter", f":{chain} - [0:0]"]
+        # The system's resolvers often sit in a private range: DNS to them stays open, or no
+        # host name would resolve. (A name resolving to a private address is still refused.)
+        for server in _nameservers(version=4 if tool_name == "iptables" else 6):
+            for proto in ("udp", "tcp"):
+                lines.append(
+                    f"-A {chain} -m owner --uid-owner {uids} -d {server} -p {proto} --dport 53 -j RETURN"
+                )
+        for net in blocked:
+            match = f"-A {chain} -m owner --uid-owner {uids} -d {net}"
+            lines.append(f"{match} -p tcp -j REJECT --reject-with tcp-reset")
+            lines.append(f"{match} -j REJECT --reject-with {reject}")
+        lines.append("COMMIT")
+        code, out = _run_tool([restore, "-w", "5", "--noflush"], "\n".join(lines) + "\n")
         if code:
             return f"{tool_name}: {out}"
-        reject = "icmp-port-unreachable" if tool_name == "iptables" else "icmp6-port-unreachable"
-        for net in blocked:
-            rules = [
-                ["-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"],
-                ["-j", "REJECT", "--reject-with", reject],
-            ]
-            for rule in rules:
-                code, out = _run_tool(
-                    [*wait, "-A", chain, "-m", "owner", "--uid-owner", uids, "-d", net, *rule]
-                )
-                if code:
-                    return f"{tool_name}: {out}"
-        if _run_tool([*wait, "-C", "OUTPUT", "-j", chain])[0] != 0:
-            code, out = _run_tool([*wait, "-I", "OUTPUT", "1", "-j", chain])
+        if _run_tool([tool, "-w", "5", "-C", "OUTPUT", "-j", chain])[0] != 0:
+            code, out = _run_tool([tool, "-w", "5", "-I", "OUTPUT", "1", "-j", chain])
             if code:
                 return f"{tool_name}: {out}"
     return ""
+
+
+def _nameservers(version: int) -> list[str]:
+    import ipaddress
+
+    found = []
+    try:
+        with open("/etc/resolv.conf") as handle:
+            for line in handle:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == "nameserver":
+                    try:
+                        address = ipaddress.ip_address(parts[1].split("%")[0])
+                    except ValueError:
+                        continue
+                    if address.version == version:
+                        found.append(str(address))
+    except OSError:
+        pass
+    return found
+
+
+def remove_egress_filter(uid_first: int, uid_last: int) -> None:
+    chain = _egress_chain(uid_first, uid_last)
+    for tool_name in ("iptables", "ip6tables"):
+        tool = _find_tool(tool_name)
+        if tool is None:
+            continue
+        _run_tool([tool, "-w", "5", "-D", "OUTPUT", "-j", chain])
+        _run_tool([tool, "-w", "5", "-F", chain])
+        _run_tool([tool, "-w", "5", "-X", chain])
 
 
 def probe_namespaces() -> tuple[bool, bool, bool]:
@@ -422,6 +466,7 @@ class Slot:
         self.child: Child | None = None
         self.run: Run | None = None
         self.clean_deadline = 0.0
+        self.cleaning = False
         self.failures = 0
 
 
@@ -446,6 +491,8 @@ class Supervisor:
         self.status: dict[str, Any] = {}
         self.warnings: list[str] = []
         self.broken = False
+        self.egress_range: tuple[int, int] | None = None
+        self.egress_lock: int | None = None
 
     # ---------------------------------------------------------------- start
 
@@ -514,7 +561,9 @@ class Supervisor:
                 else "unrestricted (network namespaces unavailable)"
             )
         else:
-            error = install_egress_filter(uid_base, uid_base + total - 1)
+            self.egress_range = (uid_base, uid_base + total - 1)
+            self.egress_lock = _hold_shared_lock(f"egress-{uid_base}-{uid_base + total - 1}")
+            error = install_egress_filter(*self.egress_range)
             if not error:
                 net_desc = (
                     "public egress; loopback, private and link-local refused (iptables owner match)"
@@ -540,7 +589,7 @@ class Supervisor:
             "RLIMIT_NOFILE": 256,
         }
         if not self.cgroups.has_memory():
-            rlimits["RLIMIT_AS"] = int(s["memory_mb"]) * MB + 512 * MB
+            rlimits["RLIMIT_AS"] = int(s["memory_mb"]) * MB  # the child adds its current size
             rlimits["RLIMIT_DATA"] = int(s["memory_mb"]) * MB
         if not self.root:
             rlimits.pop("RLIMIT_NPROC")  # would count every process of the service's own uid
@@ -558,6 +607,7 @@ class Supervisor:
             "rlimits": rlimits,
             "mountns": mountns,
             "hide_pids": mountns and hide_pids,
+            "work_dir": work,
             "tmpfs_mb": int(s["file_size_mb"]),
             "env": CHILD_ENV,
             "node_argv": [s["node"], os.path.join(ENGINES_DIR, "engine.js")],
@@ -566,6 +616,7 @@ class Supervisor:
             "go_bin_dir": self.go_bin_dir,
             "sandbox_go_dir": SANDBOX_GO_DIR,
             "root": self.root,
+            "seccomp": True,
         }
         layers = []
         if self.root:
@@ -576,6 +627,13 @@ class Supervisor:
             layers.append("mount namespace (private tmpfs /tmp, /var/tmp, /dev/shm, empty /run)")
         if mountns and hide_pids:
             layers.append("/proc shows only the run's own processes")
+        if platform.machine() == "x86_64":
+            layers.append(
+                "seccomp deny-list (namespaces, mount, ptrace, bpf, perf, io_uring, keyrings, "
+                "modules)"
+            )
+        else:
+            self.warnings.append(f"no seccomp filter for {platform.machine()}")
         layers.append("rlimits, own session, no_new_privs, empty env, private dir")
         self.status = {
             "isolation": "; ".join(layers),
@@ -670,6 +728,8 @@ class Supervisor:
                         self._spare_ready(owner)
                 except Exception as exc:  # one broken run must not take the others down
                     log(f"error handling {kind}: {exc!r}")
+                    if kind == "spare" and owner.state == "starting":
+                        self._retire_spare(owner)
                     if kind in ("out", "in"):
                         run = (
                             owner
@@ -746,7 +806,10 @@ class Supervisor:
         slot.child = None
         kind = "node" if slot.kind == "node" else "python"
         assert self.zsock is not None
-        self.zsock.send(json.dumps({"op": "spawn", "slot": slot.index, "kind": kind}).encode())
+        try:
+            self.zsock.send(json.dumps({"op": "spawn", "slot": slot.index, "kind": kind}).encode())
+        except OSError as exc:  # the zygote is gone; _zygote_died asks again once it is back
+            log(f"slot {slot.index}: cannot ask the zygote for a spare: {exc}")
 
     def _read_zygote(self) -> None:
         assert self.zsock is not None
@@ -836,21 +899,22 @@ class Supervisor:
 
     def _zygote_died(self) -> None:
         log("zygote died; restarting it")
-        for slot in self.slots:
-            if slot.run is not None and not slot.run.finished:
-                self._kill_run(slot.run, "runner", "the runner's zygote died")
-            elif slot.child is not None:
-                self._close_child(slot.child)
-                slot.child = None
-            slot.state = "cleaning"
         if self.zygote is not None:
             with contextlib.suppress(Exception):
                 self.zygote.kill()
                 self.zygote.wait(5)
         self.pid_slot.clear()
-        self._start_zygote()
+        self._start_zygote()  # first: ending the runs below already asks it for new spares
         for slot in self.slots:
-            self._clean(slot)
+            if slot.run is not None and not slot.run.finished:
+                self._kill_run(slot.run, "runner", "the runner's zygote died")
+            elif slot.state != "cleaning":
+                if slot.child is not None:
+                    self._kill_slot(slot)
+                    self._close_child(slot.child)
+                    slot.child = None
+                slot.state = "cleaning"
+                self._clean(slot)
 
     # ---------------------------------------------------------------- dispatch
 
@@ -889,7 +953,7 @@ class Supervisor:
         run.oom_before = self.cgroups.oom_kills(slot.index)
         # The child lowers its own RLIMIT_CPU from the header: prlimit() on another uid's
         # process needs CAP_SYS_RESOURCE, which a container's root often lacks.
-        cpu = int(self.s["cpu_seconds"]) or max(1, int(run.timeout + 0.999))
+        cpu = self._cpu_limit(run)
         payload = dict(run.request)
         payload["run_id"] = payload.get("run_id", run.id)
         payload["max_log_chars"] = self.max_log_chars
@@ -1140,9 +1204,14 @@ class Supervisor:
             error = "MemoryError: " + error
         return reason, error
 
+    def _cpu_limit(self, run: Run) -> int:
+        # Without cpu_seconds, RLIMIT_CPU only backs up the wall-clock timeout: set just above
+        # it, so a plain busy loop ends as "timeout" and only many busy threads end as "cpu".
+        return int(self.s["cpu_seconds"]) or int(run.timeout) + 1
+
     def _cpu_exhausted(self, run: Run) -> bool:
         # The hard RLIMIT_CPU (soft + 1 s) ends with SIGKILL when SIGXCPU was ignored.
-        cpu = int(self.s["cpu_seconds"]) or max(1, int(run.timeout + 0.999))
+        cpu = self._cpu_limit(run)
         return run.child is not None and run.child.cpu >= cpu
 
     def _finish_early(self, run: Run, reason: str, message: str) -> None:
@@ -1168,8 +1237,12 @@ class Supervisor:
 
     def _clean(self, slot: Slot) -> None:
         """Kill every process of the slot until none is left, wipe its dir, fork a new spare."""
-        if slot.state != "cleaning":
-            return
+        if slot.state != "cleaning" or slot.cleaning:
+            return  # one cleaning at a time per slot, or it would get two spares
+        slot.cleaning = True
+        self._clean_step(slot)
+
+    def _clean_step(self, slot: Slot) -> None:
         if not slot.clean_deadline:
             slot.clean_deadline = time.monotonic() + 10
         pids = self._slot_pids(slot)
@@ -1180,11 +1253,12 @@ class Supervisor:
             if time.monotonic() > slot.clean_deadline:
                 log(f"slot {slot.index}: processes {sorted(pids)[:5]} do not die; slot paused")
                 slot.clean_deadline = time.monotonic() + 10
-                self.call_later(1.0, lambda: self._clean(slot))
+                self.call_later(1.0, lambda: self._clean_step(slot))
             else:
-                self.call_later(CLEAN_STEP, lambda: self._clean(slot))
+                self.call_later(CLEAN_STEP, lambda: self._clean_step(slot))
             return
         slot.clean_deadline = 0.0
+        slot.cleaning = False
         try:
             _wipe(slot.dir)
             self._prepare_dir(slot)
@@ -1272,6 +1346,8 @@ class Supervisor:
     # ---------------------------------------------------------------- stop
 
     def shutdown(self) -> None:
+        if not hasattr(self, "cgroups"):
+            return  # start-up failed before anything was created
         for slot in self.slots:
             self._kill_slot(slot)
         if self.zygote is not None:
@@ -1289,6 +1365,28 @@ class Supervisor:
                 time.sleep(0.005)
         self.cgroups.remove()
         shutil.rmtree(self.base_dir, ignore_errors=True)
+        # Every runner using this uid range holds a shared lock: the last one out removes the
+        # chain (taking the lock exclusively means no other runner relies on it).
+        if self.egress_range is not None and self.egress_lock is not None:
+            try:
+                fcntl.flock(self.egress_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                pass
+            else:
+                remove_egress_filter(*self.egress_range)
+        if self.zsock is not None:
+            self.zsock.close()
+
+
+def _hold_shared_lock(name: str) -> int | None:
+    """A shared flock on /run/codeactions/<name>.lock, held for the supervisor's life."""
+    try:
+        os.makedirs(LOCK_DIR, mode=0o755, exist_ok=True)
+        fd = os.open(os.path.join(LOCK_DIR, f"{name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        return fd
+    except OSError:
+        return None
 
 
 def _wipe(directory: str) -> None:

@@ -78,6 +78,126 @@ libc.mount.argtypes = [
 ]
 
 
+# ---- seccomp: a deny-list of kernel interfaces user code has no business with (x86_64 only).
+# Namespaces (unprivileged user namespaces would hand it a full capability set over a large
+# kernel surface), mounts, ptrace and cross-process memory access, eBPF, perf, io_uring,
+# keyrings, kernel modules, kexec, swap, reboot, clock and host name changes.
+SECCOMP_DENY_X86_64 = {
+    101: "ptrace",
+    103: "syslog",
+    134: "uselib",
+    153: "vhangup",
+    155: "pivot_root",
+    161: "chroot",
+    163: "acct",
+    165: "mount",
+    166: "umount2",
+    167: "swapon",
+    168: "swapoff",
+    169: "reboot",
+    170: "sethostname",
+    171: "setdomainname",
+    172: "iopl",
+    173: "ioperm",
+    175: "init_module",
+    176: "delete_module",
+    179: "quotactl",
+    212: "lookup_dcookie",
+    246: "kexec_load",
+    248: "add_key",
+    249: "request_key",
+    250: "keyctl",
+    272: "unshare",
+    298: "perf_event_open",
+    303: "name_to_handle_at",
+    304: "open_by_handle_at",
+    308: "setns",
+    310: "process_vm_readv",
+    311: "process_vm_writev",
+    312: "kcmp",
+    313: "finit_module",
+    320: "kexec_file_load",
+    321: "bpf",
+    323: "userfaultfd",
+    428: "open_tree",
+    429: "move_mount",
+    430: "fsopen",
+    431: "fsconfig",
+    432: "fsmount",
+    433: "fspick",
+    442: "mount_setattr",
+}
+# Answered "not implemented": callers (glibc's clone3, libuv's io_uring) fall back by design.
+SECCOMP_ENOSYS_X86_64 = {
+    425: "io_uring_setup",
+    426: "io_uring_enter",
+    427: "io_uring_register",
+    435: "clone3",
+}
+SYS_CLONE = 56
+CLONE_NAMESPACES = 0x7E020080  # NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET|NEWTIME
+AUDIT_ARCH_X86_64 = 0xC000003E
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [
+        ("code", ctypes.c_ushort),
+        ("jt", ctypes.c_ubyte),
+        ("jf", ctypes.c_ubyte),
+        ("k", ctypes.c_uint),
+    ]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def _seccomp_program() -> _SockFprog | None:
+    """The BPF program, built once in the zygote; None where the syscall table is not known."""
+    import platform
+
+    if platform.machine() != "x86_64":
+        return None
+    load, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
+    code = [
+        (load, 0, 0, 4),
+        (jeq, 1, 0, AUDIT_ARCH_X86_64),
+        (ret, 0, 0, eperm),  # other ABIs
+        (load, 0, 0, 0),
+        (jge, 0, 1, 0x40000000),
+        (ret, 0, 0, eperm),  # x32 numbers
+    ]
+    for number in sorted(SECCOMP_DENY_X86_64):
+        code += [(jeq, 0, 1, number), (ret, 0, 0, eperm)]
+    for number in sorted(SECCOMP_ENOSYS_X86_64):
+        code += [(jeq, 0, 1, number), (ret, 0, 0, enosys)]
+    code += [
+        (jeq, 0, 3, SYS_CLONE),
+        (load, 0, 0, 16),  # low half of clone's first argument: its flags
+        (jset, 0, 1, CLONE_NAMESPACES),
+        (ret, 0, 0, eperm),
+        (ret, 0, 0, allow),
+    ]
+    filters = (_SockFilter * len(code))(*[_SockFilter(*ins) for ins in code])
+    program = _SockFprog(len(code), filters)
+    program._keep = filters  # type: ignore[attr-defined]  # keep the array alive
+    return program
+
+
+SECCOMP_PROGRAM = _seccomp_program()
+
+
+def _apply_seccomp() -> None:
+    if SECCOMP_PROGRAM is None:
+        return
+    PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+    _check(
+        libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(SECCOMP_PROGRAM), 0, 0),
+        "seccomp",
+    )
+
+
 def _check(result: int, what: str) -> None:
     if result != 0:
         err = ctypes.get_errno()
@@ -98,7 +218,12 @@ def _mount(source: str, target: str, fstype: str | None, flags: int, data: str |
 
 
 def _private_mounts(
-    tmpfs_mb: int, uid: int, go_bin_dir: str, sandbox_go_dir: str, hide_pids: bool
+    tmpfs_mb: int,
+    uid: int,
+    go_bin_dir: str,
+    sandbox_go_dir: str,
+    hide_pids: bool,
+    work_dir: str,
 ) -> str:
     """Own mount namespace: the run's dir is a fresh, size-bounded /tmp it owns; /var/tmp and
     /dev/shm are fresh too, /run is empty (no unix sockets of host services) and /proc shows
@@ -119,6 +244,9 @@ def _private_mounts(
     for target in ("/var/tmp", "/dev/shm"):
         if os.path.isdir(target) and not os.path.islink(target):
             _mount("tmpfs", target, "tmpfs", flags, f"size={tmpfs_mb}m,mode=1777")
+    # The on-disk work dir (other slots' dirs, the Go cache) is of no use inside: hide it.
+    if os.path.isdir(work_dir):
+        _mount("tmpfs", work_dir, "tmpfs", flags, "size=64k,mode=0711")
     if hide_pids:
         _mount("proc", "/proc", "proc", flags | MS_NOEXEC, "hidepid=invisible")
     return "/tmp"
@@ -152,15 +280,22 @@ def _become_sandbox(cfg: dict, slot: dict, kind: str) -> None:
     workdir = slot["dir"]
     if cfg["mountns"]:
         workdir = _private_mounts(
-            cfg["tmpfs_mb"], slot["uid"], cfg["go_bin_dir"], cfg["sandbox_go_dir"], cfg["hide_pids"]
+            cfg["tmpfs_mb"],
+            slot["uid"],
+            cfg["go_bin_dir"],
+            cfg["sandbox_go_dir"],
+            cfg["hide_pids"],
+            cfg["work_dir"],
         )
     if slot["netns"]:
         _empty_network()
     os.chdir(workdir)
     limits = cfg["rlimits"]
     for name, value in limits.items():
-        if name == "RLIMIT_AS" and kind != "python":
-            continue  # Node/Go reserve large address space up front; RLIMIT_DATA covers them
+        if name == "RLIMIT_AS":
+            if kind != "python":
+                continue  # Node/Go reserve large address space up front; RLIMIT_DATA covers them
+            value += _address_space()  # on top of what the warm interpreter already maps
         resource.setrlimit(getattr(resource, name), (value, value))
     uid = slot["uid"]
     if cfg["root"]:
@@ -171,6 +306,8 @@ def _become_sandbox(cfg: dict, slot: dict, kind: str) -> None:
     # Changing uid made the process non-dumpable (its /proc files owned by root); tools such as
     # Node read /proc/self, and only processes of this same slot uid could look at it.
     libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+    if cfg.get("seccomp"):
+        _apply_seccomp()
     env = dict(cfg["env"])
     env["HOME"] = env["TMPDIR"] = workdir
     os.environ.clear()
@@ -178,6 +315,14 @@ def _become_sandbox(cfg: dict, slot: dict, kind: str) -> None:
     import tempfile
 
     tempfile.tempdir = workdir
+
+
+def _address_space() -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def _read_exact(fd: int, size: int) -> bytes:
