@@ -1,7 +1,8 @@
-"""Runner benchmark: a trivial Python action through SandboxRunner vs a fresh interpreter per run.
+"""Runner benchmark: a trivial Python (and JavaScript) action through SandboxRunner vs a fresh interpreter per run.
 
-Usage: .venv/bin/python bench/bench_runner.py [--runs N] [--baseline-runs N] [--slots N]
-Prints p50/p99 latency and runs/s at concurrency 1 and 8 for both ways of running the code.
+Usage: .venv/bin/python bench/bench_runner.py [--runs N] [--baseline-runs N] [--slots N] [--js-runs N]
+Prints p50/p99 latency and runs/s at concurrency 1 and 8 for both ways of running the code, and
+for a trivial JavaScript action run back to back (the same code each time).
 The baseline is what the original did per run: start the runtime interpreter, import boto3,
 requests and psycopg2, then run the code.
 """
@@ -21,6 +22,7 @@ from codeactions.runner.base import RunRequest
 from codeactions.runner.sandbox import SandboxRunner
 
 SOURCE = 'def Run(engine):\n    engine.result.set({"calculation": 50})\n'
+JS_SOURCE = 'function Run(engine){ engine.result.set("ok") }\n'
 BASELINE = (
     "import boto3, requests, psycopg2\n"
     "exec(compile(" + repr(SOURCE) + ", 'action.py', 'exec'))\n"
@@ -71,6 +73,7 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--baseline-runs", type=int, default=40)
     parser.add_argument("--slots", type=int, default=8)
+    parser.add_argument("--js-runs", type=int, default=500)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-runner-") as work_dir:
@@ -105,6 +108,36 @@ async def main() -> None:
                 )
         finally:
             await runner.close()
+
+    # JavaScript: the same code run back to back, with the default Node slots.
+    with tempfile.TemporaryDirectory(prefix="bench-runner-") as work_dir:
+        js_runner = SandboxRunner(
+            RunnerSettings(work_dir=work_dir, slots=args.slots, uid_base=67000),
+            LogSettings(),
+        )
+        await js_runner.start()
+        await asyncio.sleep(1)
+
+        async def javascript() -> None:
+            outcome = await js_runner.run(
+                RunRequest(
+                    run_id="bench",
+                    code_id="bench-js",
+                    language="javascript",
+                    source=JS_SOURCE,
+                    timeout=30,
+                )
+            )
+            if not outcome.ok or outcome.result != "ok":
+                raise RuntimeError(f"unexpected outcome: {outcome}")
+
+        try:
+            for _ in range(20):  # warm-up
+                await javascript()
+            for concurrency in (1, 8):
+                await measure("SandboxRunner, JavaScript", concurrency, args.js_runs, javascript)
+        finally:
+            await js_runner.close()
 
     async def fresh_interpreter() -> None:
         process = await asyncio.create_subprocess_exec(

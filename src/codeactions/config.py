@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import time
 from pathlib import Path
@@ -175,7 +176,20 @@ class CodeSettings(Group):
         default=1024 * 1024,
         description="Sources of this size or more are refused.",
     )
-    default_timeout: int = env("DEFAULT_TIMEOUT", default=60, ge=5, le=300)
+    default_timeout: int = env(
+        "DEFAULT_TIMEOUT",
+        default=60,
+        ge=5,
+        le=300,
+        description="Timeout of codes created without one.",
+    )
+    cache_seconds: float = env(
+        "CODE_CACHE_SECONDS",
+        default=2.0,
+        ge=0,
+        description="How long a replica reuses a code it looked up to run it; its own updates "
+        "apply at once, other replicas' after this delay. 0 turns the cache off.",
+    )
 
     @field_validator("blacklist", mode="before")
     @classmethod
@@ -257,7 +271,27 @@ class RunnerSettings(Group):
     )
     node: str = env("RUNNER_NODE", default="/usr/bin/node")
     go: str = env("RUNNER_GO", default="/usr/bin/go")
-    node_spares: int = env("RUNNER_NODE_SPARES", default=2, ge=0)
+    node_spares: int = env(
+        "RUNNER_NODE_SPARES", default=2, ge=0, description="Booted Node processes kept ready."
+    )
+    node_warm_workers: int = env(
+        "RUNNER_NODE_WARM_WORKERS",
+        default=6,
+        ge=0,
+        description="Extra Node sandboxes (on top of node_spares) that may stay warm for "
+        "repeated runs of the same JavaScript code; each holds one idle Node process.",
+    )
+    ca_file: str = env(
+        "RUNNER_CA_FILE",
+        default="",
+        description="CA bundle user code trusts for HTTPS; empty: the service's own "
+        "`SSL_CERT_FILE` when set, else each library's default.",
+    )
+
+    @field_validator("ca_file")
+    @classmethod
+    def _service_ca(cls, value: str) -> str:
+        return value or os.environ.get("SSL_CERT_FILE", "")
 
     @field_validator("python")
     @classmethod

@@ -11,6 +11,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 
 from codeactions import __version__
+from codeactions.codes.cache import CodeCache
 from codeactions.config import Settings
 from codeactions.db.session import create_engine, create_sessionmaker
 from codeactions.errors import install_error_handlers
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         queue_capacity=settings.runner.queue_size,
     )
     app.state.health = Health(settings)
+    app.state.code_cache = CodeCache(settings.code.cache_seconds)
     install_error_handlers(app)
     app.add_middleware(CorsMiddleware, origins=settings.server.cors_origins)
     # Added last = outermost: every response (CORS ones included) is measured and has a request id.

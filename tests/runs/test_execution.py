@@ -13,6 +13,7 @@ from codeactions.logs.store import LogQuery
 from codeactions.runner.base import RunLogLine, RunOutcome, RunRequest
 from codeactions.runs import repository as run_repository
 from codeactions.runs import service as run_service
+from tests.conftest import ADMIN
 from tests.runs.conftest import Api, StartApi
 
 
@@ -433,8 +434,27 @@ async def test_no_execution_without_a_started_record(
     async def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(run_repository, "insert_started_run", broken)
+    monkeypatch.setattr(run_repository, "insert_run", broken)
     response = await api.client.get(f"/action/endpoint/{code.id}")
     assert response.status_code == 503
     assert response.json() == {"message": "could not record the run"}
     assert api.runner.calls == []
+
+
+async def test_a_run_after_an_update_uses_the_new_source(api: Api) -> None:
+    code = await api.add_code()
+    await api.client.get(f"/action/endpoint/{code.id}")  # the code is now cached
+    new_source = "def Run(engine):\n    engine.result.set('v2')\n"
+    patched = await api.client.patch(f"/code/{code.id}", content=new_source, headers=ADMIN)
+    assert patched.status_code == 200, patched.text
+    await api.client.get(f"/action/endpoint/{code.id}")
+    assert [call.source for call in api.runner.calls][-1] == new_source
+
+
+async def test_a_deleted_code_is_not_run_from_the_cache(api: Api) -> None:
+    code = await api.add_code()
+    assert (await api.client.get(f"/action/endpoint/{code.id}")).status_code == 200
+    assert (await api.client.delete(f"/code/{code.id}", headers=ADMIN)).status_code == 200
+    response = await api.client.get(f"/action/endpoint/{code.id}")
+    assert response.status_code == 404
+    assert response.json() == {"message": "Not Found"}

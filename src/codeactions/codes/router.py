@@ -9,9 +9,11 @@ from fastapi.responses import JSONResponse, Response
 
 from codeactions.auth.dependencies import CurrentPrincipal
 from codeactions.codes import service
+from codeactions.codes.cache import CodeCache
 from codeactions.codes.schemas import RAW_SOURCE_BODY, CodeOut, code_json
 from codeactions.config import Settings
-from codeactions.db.session import SessionDep
+from codeactions.db.models import Code
+from codeactions.db.session import SessionDep, after_commit
 from codeactions.errors import BadRequest, PayloadTooLarge
 from codeactions.http import read_body
 
@@ -25,6 +27,12 @@ MAX_PAGE_SIZE = 1000
 def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+def _forget_after_commit(request: Request, session: SessionDep, code: Code) -> None:
+    """Runs on this replica use the new version as soon as it is committed."""
+    cache: CodeCache = request.app.state.code_cache
+    after_commit(session, lambda: cache.invalidate(code))
 
 
 def _source_reader(request: Request, limit: int) -> service.SourceReader:
@@ -94,6 +102,7 @@ async def _update(
         check_source=_checker(request),
     )
     request.app.state.metrics.code_updated(project_uuid=code.project_uuid, code_id=str(code.id))
+    _forget_after_commit(request, session, code)
     return JSONResponse(code_json(code))
 
 
@@ -239,6 +248,9 @@ async def list_codes(
     response_class=Response,
     responses={200: {"description": "Deleted (empty body)"}},
 )
-async def delete_code(session: SessionDep, principal: CurrentPrincipal, id: str) -> Response:
-    await service.delete_code(session, principal, code_id=id)
+async def delete_code(
+    request: Request, session: SessionDep, principal: CurrentPrincipal, id: str
+) -> Response:
+    code = await service.delete_code(session, principal, code_id=id)
+    _forget_after_commit(request, session, code)
     return Response(status_code=200)

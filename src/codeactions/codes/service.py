@@ -226,10 +226,11 @@ async def list_codes(
     )
 
 
-async def delete_code(session: AsyncSession, principal: Principal, *, code_id: str) -> None:
+async def delete_code(session: AsyncSession, principal: Principal, *, code_id: str) -> Code:
     """Delete the code; its runs and logs are kept, as in the original."""
     code = await _visible_code(session, principal, code_id, Role.MODERATOR)
     await repository.delete_code(session, code)
+    return code
 
 
 def runner_source_checker(runner: Runner | None) -> SourceChecker | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from codeactions.config import DatabaseSettings
+
+AFTER_COMMIT = "codeactions.after_commit"
 
 
 def create_engine(settings: DatabaseSettings) -> AsyncEngine:
@@ -68,6 +70,14 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         except BaseException:
             await session.rollback()
             raise
+        for callback in session.info.pop(AFTER_COMMIT, ()):
+            callback()
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Call `callback` once the request session has committed (e.g. to drop a cached row)."""
+    session.info.setdefault(AFTER_COMMIT, []).append(callback)
+
+
+# "function" scope: commit before the response is sent, so a 201 means the row is there.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -39,19 +39,23 @@ class SqlLogStore:
         if not entries:
             return
         async with self._sessionmaker() as session, session.begin():
-            session.add_all(
-                CodeLog(
-                    id=uuid.UUID(e.id),
-                    run_id=uuid.UUID(e.run_id),
-                    code_id=e.code_id,
-                    seq=e.seq,
-                    type=e.type,
-                    content=e.content,
-                    created_at=e.created_at,
-                    updated_at=e.created_at,
-                )
-                for e in entries
+            self.add(session, entries)
+
+    def add(self, session: AsyncSession, entries: list[LogEntry]) -> None:
+        """Add a run's lines to a caller's transaction (one commit with the run's outcome)."""
+        session.add_all(
+            CodeLog(
+                id=uuid.UUID(e.id),
+                run_id=uuid.UUID(e.run_id),
+                code_id=e.code_id,
+                seq=e.seq,
+                type=e.type,
+                content=e.content,
+                created_at=e.created_at,
+                updated_at=e.created_at,
             )
+            for e in entries
+        )
 
     async def get(self, log_id: str) -> LogEntry | None:
         key = _uuid(log_id)

@@ -24,8 +24,7 @@ async def get_run_by_any_id(session: AsyncSession, run_id: str) -> CodeRun | Non
     return result.first()
 
 
-async def insert_started_run(
-    session: AsyncSession,
+def new_started_run(
     *,
     code_id: uuid.UUID,
     code_mongo_id: str | None,
@@ -34,7 +33,7 @@ async def insert_started_run(
     headers: dict[str, list[str]],
 ) -> CodeRun:
     now = utcnow()
-    run = CodeRun(
+    return CodeRun(
         id=uuid.uuid4(),
         code_id=code_id,
         code_mongo_id=code_mongo_id,
@@ -47,9 +46,11 @@ async def insert_started_run(
         created_at=now,
         updated_at=now,
     )
+
+
+async def insert_run(session: AsyncSession, run: CodeRun) -> None:
     session.add(run)
     await session.flush()
-    return run
 
 
 async def finish_run(

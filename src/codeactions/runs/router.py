@@ -92,7 +92,7 @@ async def run_endpoint(request: Request, code_id: str) -> Response:
         state.metrics.rate_limited()
         raise RateLimited(headers=limit_headers)
     try:
-        code = await service.find_code(state.sessionmaker, code_id)
+        code = await service.find_code(state.sessionmaker, state.code_cache, code_id)
         if code is None:
             raise NotFound()
         raw = await read_body(request, _max_body(request))

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from codeactions.auth.permissions import authorize
 from codeactions.auth.principals import Principal, Role
+from codeactions.codes.cache import CodeCache
 from codeactions.codes.repository import get_by_any_id, is_object_id, parse_uuid
 from codeactions.db.models import Code, CodeRun, utcnow
 from codeactions.errors import (
@@ -24,6 +25,7 @@ from codeactions.errors import (
     RunTimedOut,
     Unavailable,
 )
+from codeactions.logs.sql import SqlLogStore
 from codeactions.logs.store import LogEntry, LogStore
 from codeactions.ops.metrics import Metrics
 from codeactions.runner.base import Language, Runner, RunOutcome, RunRequest
@@ -260,14 +262,11 @@ async def _execute(
                 answer.set_exception(exc)
         _count(ex, code, "failed", "runner", started)
         raise
-    outcome, run = execution.outcome, execution.run
     # Recorded before the caller is answered, so whoever reads the run or its logs right after
     # sees them; this task is shielded, so a client that goes away does not stop it.
-    await asyncio.gather(
-        _record_finish(ex, run), _write_logs(ex, run, invoked_id=invoked_id, outcome=outcome)
-    )
+    await _record_outcome(ex, execution, invoked_id=invoked_id)
     answer.set_result(execution)
-    _count(ex, code, _label(outcome), outcome.reason, started)
+    _count(ex, code, _label(execution.outcome), execution.outcome.reason, started)
 
 
 async def _run_once(
@@ -279,10 +278,17 @@ async def _run_once(
     inputs: RunInputs,
     deadline: float,
 ) -> Execution:
-    """Record the run, run it, and settle what the caller is answered and what is stored."""
+    """Record the run `started`, run it, and settle what the caller is answered and stored."""
+    run = repository.new_started_run(
+        code_id=code.id,
+        code_mongo_id=invoked_id if is_object_id(invoked_id) else None,
+        params=inputs.params,
+        body=inputs.body,
+        headers=redact_headers(inputs.headers),
+    )
     passthrough: AppError | None = None
     try:
-        run = await _record_start(ex, code=code, invoked_id=invoked_id, inputs=inputs)
+        await _record_start(ex, run)
         try:
             outcome = await _run_in_slot(
                 ex, ticket, run=run, code=code, inputs=inputs, deadline=deadline
@@ -318,17 +324,10 @@ async def _run_once(
     return Execution(run, outcome, status, media_type(outcome.content_type), error)
 
 
-async def _record_start(ex: Executor, *, code: Code, invoked_id: str, inputs: RunInputs) -> CodeRun:
+async def _record_start(ex: Executor, run: CodeRun) -> None:
     try:
         async with ex.sessionmaker() as session, session.begin():
-            return await repository.insert_started_run(
-                session,
-                code_id=code.id,
-                code_mongo_id=invoked_id if is_object_id(invoked_id) else None,
-                params=inputs.params,
-                body=inputs.body,
-                headers=redact_headers(inputs.headers),
-            )
+            await repository.insert_run(session, run)
     except Exception as exc:
         log.exception("recording a run as started failed")
         raise Unavailable("could not record the run") from exc
@@ -375,7 +374,11 @@ async def _run_in_slot(
         return _failed("runner", f"runner error: {type(exc).__name__}")
 
 
-async def _record_finish(ex: Executor, run: CodeRun) -> None:
+async def _record_outcome(ex: Executor, execution: Execution, *, invoked_id: str) -> None:
+    """Store the run's outcome and its logs (one transaction when logs live in the database)."""
+    run = execution.run
+    entries = _log_entries(run, invoked_id=invoked_id, outcome=execution.outcome)
+    in_database = isinstance(ex.log_store, SqlLogStore)
     try:
         async with ex.sessionmaker() as session, session.begin():
             await repository.finish_run(
@@ -386,11 +389,20 @@ async def _record_finish(ex: Executor, run: CodeRun) -> None:
                 extra=run.extra or {},
                 updated_at=run.updated_at,
             )
-    except Exception:  # the caller has its answer; the reaper ends the record
+            if in_database:
+                ex.log_store.add(session, entries)  # type: ignore[attr-defined]
+    except Exception:  # the reaper ends a record left `started`
         log.exception("recording the outcome of run %s failed", run.id)
+        if in_database:
+            return
+    if entries and not in_database:
+        try:
+            await ex.log_store.write(entries)
+        except Exception:
+            log.exception("writing the logs of run %s failed", run.id)
 
 
-async def _write_logs(ex: Executor, run: CodeRun, *, invoked_id: str, outcome: RunOutcome) -> None:
+def _log_entries(run: CodeRun, *, invoked_id: str, outcome: RunOutcome) -> list[LogEntry]:
     entries = [
         LogEntry(
             run_id=str(run.id),
@@ -413,12 +425,7 @@ async def _write_logs(ex: Executor, run: CodeRun, *, invoked_id: str, outcome: R
                 seq=len(entries),
             )
         )
-    if not entries:
-        return
-    try:
-        await ex.log_store.write(entries)
-    except Exception:
-        log.exception("writing the logs of run %s failed", run.id)
+    return entries
 
 
 def raise_for_failure(execution: Execution) -> None:
@@ -426,9 +433,17 @@ def raise_for_failure(execution: Execution) -> None:
         raise execution.error
 
 
-async def find_code(sessionmaker: async_sessionmaker[AsyncSession], code_id: str) -> Code | None:
-    async with sessionmaker() as session:
-        return await get_by_any_id(session, code_id)
+async def find_code(
+    sessionmaker: async_sessionmaker[AsyncSession], cache: CodeCache, code_id: str
+) -> Code | None:
+    """The code to run, from the short-lived cache when this replica looked it up recently."""
+    code = cache.get(code_id)
+    if code is None:
+        async with sessionmaker() as session:
+            code = await get_by_any_id(session, code_id)
+        if code is not None:
+            cache.put(code_id, code)
+    return code
 
 
 async def find_code_to_run(

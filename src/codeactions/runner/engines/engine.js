@@ -1,10 +1,15 @@
-// JavaScript engine of Code Actions: boots ahead of demand, reads one run request, runs the user's Run(engine).
+// JavaScript engine of Code Actions: boots ahead of demand, reads run requests, runs the user's Run(engine).
 //
 // Protocol (spoken by the runner supervisor):
-//   stdin  <- one JSON line {run_id, code_id, source, params, body, headers, method, max_log_chars}
+//   stdin  <- JSON lines {run_id, code_id, source, params, body, headers, method, max_log_chars, reuse}
 //   fd 3   -> JSON lines {"t":"log",...} | {"t":"result",...} | {"t":"error","kind":"exception",...}
+//             | {"t":"done","code":0|1}
 //   stdout/stderr are left alone: the supervisor keeps them as info/error logs.
-//   Exit 0 after Run settles, 1 after an error.
+//   Without `reuse`: exit 0 after Run settles, 1 after an error (the exit ends the run).
+//   With `reuse` (a warm worker kept for repeated runs of the same code): after Run settles, its
+//   timers are cleared and, when nothing of the run is left in the event loop, {"t":"done"} ends
+//   the run and the next request line is awaited; otherwise the process exits as without `reuse`.
+//   Each run evaluates the source afresh in a new vm context: no global state survives a run.
 //
 // Everything that can be loaded before the request is loaded at boot, so a run only pays for
 // compiling and running the user's source.
@@ -119,32 +124,16 @@ function describeError(error) {
   return truncate(lines.join('\n'), MAX_ERROR_CHARS);
 }
 
-let finished = false;
-
-function fail(error) {
-  failWith(describeError(error));
-}
-
-function failWith(message) {
-  if (finished) return;
-  finished = true;
-  try {
-    emit({ t: 'error', kind: 'exception', message });
-  } catch {
-    // No event channel (fd 3 closed): stderr still reaches the supervisor.
-    process.stderr.write(`${message}\n`);
-  }
-  exit(1);
-}
-
-function buildEngine(request) {
+function buildEngine(request, run) {
   const params = new Map(Object.entries(request.params || {}).map(([k, v]) => [k, String(v)]));
   const headers = new Map(
     Object.entries(request.headers || {}).map(([k, v]) => [k, (Array.isArray(v) ? v : [v]).map(String)]),
   );
   const maxLogChars = Number.isInteger(request.max_log_chars) ? request.max_log_chars : 8000;
 
+  // An engine outliving its run (kept by a callback) must not write into the next run.
   const log = (level) => (message) => {
+    if (run.finished) return;
     emit({ t: 'log', level, msg: truncate(logText(message), maxLogChars) });
   };
 
@@ -173,6 +162,7 @@ function buildEngine(request) {
         if (contentType !== undefined) type = contentType;
       }
       if (!(typeof statusCode === 'string' || Number.isInteger(statusCode))) statusCode = 200;
+      if (run.finished) return;
       emit({
         t: 'result',
         value: resultText(value),
@@ -195,15 +185,61 @@ function buildEngine(request) {
   };
 }
 
-function loadRun(source) {
+// Node's own globals (process, Buffer, fetch, URL, ...) that a fresh vm context lacks; the
+// language's built-ins (Object, Promise, ...) come new with each context.
+const CONTEXT_SKIP = new Set(['global', 'globalThis', 'console', 'setTimeout', 'setInterval', 'setImmediate']);
+const NODE_GLOBALS = (() => {
+  const own = new Set(vm.runInContext('Object.getOwnPropertyNames(globalThis)', vm.createContext({})));
+  const found = [];
+  for (const name of Object.getOwnPropertyNames(globalThis)) {
+    if (own.has(name) || CONTEXT_SKIP.has(name)) continue;
+    try {
+      found.push([name, globalThis[name]]); // reading lazy getters now also warms them
+    } catch {
+      // A global that cannot be read here is not offered to user code either.
+    }
+  }
+  return found;
+})();
+const timers = { setTimeout, setInterval, setImmediate, clearTimeout, clearInterval, clearImmediate };
+const actionRequire = createRequire(`${process.cwd()}/${ACTION_FILE}`);
+
+// Timers of a run are tracked, so none of them fires after the run ended.
+function runTimers(run) {
+  const track = (start, clear) => (callback, ...rest) => {
+    const handle = start((...args) => {
+      if (start !== timers.setInterval) run.timers.delete(handle);
+      if (!run.finished) return typeof callback === 'function' ? callback(...args) : undefined;
+      return undefined;
+    }, ...rest);
+    run.timers.set(handle, clear);
+    return handle;
+  };
+  return {
+    setTimeout: track(timers.setTimeout, timers.clearTimeout),
+    setInterval: track(timers.setInterval, timers.clearInterval),
+    setImmediate: track(timers.setImmediate, timers.clearImmediate),
+  };
+}
+
+function newContext(run) {
+  const sandbox = {};
+  for (const [name, value] of NODE_GLOBALS) sandbox[name] = value;
+  Object.assign(sandbox, runTimers(run));
+  sandbox.console = new console.Console({ stdout: process.stdout, stderr: process.stderr });
+  const context = vm.createContext(sandbox);
+  sandbox.global = vm.runInContext('globalThis', context);
+  return context;
+}
+
+function loadRun(source, context) {
   const module = { exports: {} };
   const compiled = vm.compileFunction(
     // A top-level `function Run` is local to the CommonJS body: hand it back from the body.
     `${source}\n;return typeof Run === 'function' ? Run : undefined;`,
     ['exports', 'require', 'module', '__filename', '__dirname'],
-    { filename: ACTION_FILE },
+    { filename: ACTION_FILE, parsingContext: context },
   );
-  const actionRequire = createRequire(`${process.cwd()}/${ACTION_FILE}`);
   const topLevel = compiled.call(module.exports, module.exports, actionRequire, module, ACTION_FILE, '.');
   if (typeof topLevel === 'function') return topLevel;
   const exported = module.exports && module.exports.Run;
@@ -212,7 +248,8 @@ function loadRun(source) {
 }
 
 // First calls of these cost milliseconds (lazy compilation inside V8 and Node): pay them at boot.
-vm.compileFunction('return 1;', ['exports'], { filename: ACTION_FILE })();
+const warmRun = { finished: false, timers: new Map() };
+loadRun('function Run() { return 1; }', newContext(warmRun));
 truncate(logText({ warm: [1, 'é'] }), 8);
 resultText({ warm: [1, 'é'] });
 describeError(new Error('warm'));
@@ -220,46 +257,119 @@ describeError(new Error('warm'));
 void process.stdout;
 void process.stderr;
 
-async function execute(line) {
-  const request = JSON.parse(line);
-  const engine = buildEngine(request);
-  const run = loadRun(String(request.source ?? ''));
-  if (run === undefined) {
-    failWith('the code must define a function Run(engine)');
-    return;
-  }
-  await run(engine);
-  finished = true;
-  exit(0);
+let current = null; // the run in progress
+let quiet = null; // what the event loop holds while idle, counted once booted
+
+function activeResources() {
+  const counts = new Map();
+  for (const name of process.getActiveResourcesInfo()) counts.set(name, (counts.get(name) || 0) + 1);
+  return counts;
 }
 
-let started = false;
-let input = '';
+// Whether nothing started by the run is left (sockets, files, child processes, timers made
+// through the timers module): only then may the next run of this process start.
+function settled() {
+  if (quiet === null) return false;
+  for (const [name, count] of activeResources()) {
+    if (count > (quiet.get(name) || 0)) return false;
+  }
+  return true;
+}
+
+function endRun(run, message) {
+  if (run.finished) return;
+  run.finished = true;
+  if (current === run) current = null;
+  for (const [handle, clear] of run.timers) clear(handle);
+  run.timers.clear();
+  const code = message === null ? 0 : 1;
+  if (message !== null) {
+    try {
+      emit({ t: 'error', kind: 'exception', message });
+    } catch {
+      // No event channel (fd 3 closed): stderr still reaches the supervisor.
+      process.stderr.write(`${message}\n`);
+    }
+  }
+  if (!run.reuse) exit(code);
+  // Callbacks queued right now (a resolved fetch, a closing handle) get one turn to show up.
+  timers.setImmediate(() => {
+    if (!settled()) exit(code);
+    emit({ t: 'done', code });
+    listen();
+  });
+}
+
+async function execute(run, request) {
+  const engine = buildEngine(request, run);
+  const action = loadRun(String(request.source ?? ''), newContext(run));
+  if (action === undefined) throw new NoRun();
+  await action(engine);
+}
+
+class NoRun extends Error {}
+
+function start(line) {
+  // EOF with nothing read: the supervisor retired this process.
+  if (line.trim() === '') exit(0);
+  const request = JSON.parse(line);
+  const run = { finished: false, timers: new Map(), reuse: request.reuse === true };
+  current = run;
+  execute(run, request).then(
+    () => endRun(run, null),
+    (error) => endRun(run, error instanceof NoRun ? 'the code must define a function Run(engine)' : describeError(error)),
+  );
+}
+
+function fail(error) {
+  // Between runs nothing of the user's may still run: such a process is not reusable.
+  if (current === null) exit(1);
+  endRun(current, describeError(error));
+}
 
 process.on('uncaughtException', fail);
 process.on('unhandledRejection', fail);
 // The loop emptied while Run's promise was still pending: it can never settle.
 process.on('beforeExit', () => {
-  if (started && !finished) failWith('Run returned a promise that never settled');
+  if (current !== null) endRun(current, 'Run returned a promise that never settled');
 });
 
+let input = '';
+let busy = false; // from a request line until its run's end was reported
+let ended = false; // stdin reached EOF: no request comes after those already read
 process.stdin.setEncoding('utf8');
-process.stdin.on('data', (chunk) => {
-  const newline = chunk.indexOf('\n');
-  if (newline >= 0) {
-    begin(input + chunk.slice(0, newline));
-  } else {
-    input += chunk;
-  }
-});
-process.stdin.on('end', () => begin(input));
 
-function begin(line) {
-  if (started) return;
-  started = true;
-  process.stdin.removeAllListeners('data');
-  process.stdin.destroy();
-  // EOF with nothing read: the supervisor retired this spare before giving it a run.
-  if (line.trim() === '') exit(0);
-  execute(line).catch(fail);
+function next() {
+  const newline = input.indexOf('\n');
+  if (newline < 0 && !(ended && input.trim() !== '')) {
+    if (ended) exit(0); // EOF between runs: the supervisor retired this process
+    return;
+  }
+  const line = newline < 0 ? input : input.slice(0, newline);
+  input = newline < 0 ? '' : input.slice(newline + 1);
+  busy = true;
+  // While a run is in progress stdin must not keep the loop alive (see beforeExit).
+  process.stdin.pause();
+  process.stdin.unref?.();
+  start(line);
 }
+
+function listen() {
+  busy = false;
+  process.stdin.ref?.();
+  process.stdin.resume();
+  next();
+}
+
+process.stdin.on('data', (chunk) => {
+  input += chunk;
+  if (!busy) next();
+});
+process.stdin.on('end', () => {
+  ended = true;
+  if (!busy) next();
+});
+// Idle, waiting for the first request: what the loop holds now is not the user's.
+timers.setImmediate(() => {
+  quiet = activeResources();
+});

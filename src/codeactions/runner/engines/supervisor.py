@@ -14,6 +14,13 @@ object, multiplexed by request id.
 
 Per slot: a uid, a private dir, cgroups (memory, pids, cpu) where the kernel allows, and one
 spare child forked by the zygote ahead of demand. A run only hands its request to that spare.
+
+Node slots hold a booted Node process. After a JavaScript run that ended normally (a result or
+an ordinary exception) the process stays as the warm worker of that code (code id + sha256 of
+the source), Lambda-style: engine.js ends the run with {"t": "done"} instead of exiting, the
+supervisor kills every other process of the slot, wipes its temp dirs and hands the next run of
+the same code to it. Any other ending (timeout, memory, CPU, output, signal, a run leaving work
+behind in the event loop) retires the process: slot killed, dir wiped, a fresh spare booted.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import itertools
 import json
 import os
 import platform
+import resource
 import selectors
 import shutil
 import signal
@@ -67,6 +75,10 @@ SANDBOX_GO_DIR = "/run/codeactions-go"
 LOCK_DIR = "/run/codeactions"
 MB = 1024 * 1024
 READ_SIZE = 65536
+WARM_IDLE_TTL = 60.0  # an idle warm Node worker is retired after this many seconds
+WARM_MAX_RUNS = 500  # ... and after this many runs
+CPU_POLL = 0.1  # per-run CPU accounting period when RLIMIT_CPU cannot be lowered from here
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def log(message: str) -> None:
@@ -454,6 +466,12 @@ class Run:
         self.timer: list[Any] | None = None
         self.finished = False
         self.done_code: int | None = None  # the child said it is done (before its exit)
+        self.cpu_base = 0.0  # CPU seconds the child had used before this run
+        self.warm_key = ""  # code id + source hash: which warm Node worker may run it
+        if self.language == "javascript":
+            source = str(request.get("source", "")).encode()
+            digest = hashlib.sha256(source).hexdigest()
+            self.warm_key = f"{request.get('code_id', '')}:{digest}"
 
 
 class Slot:
@@ -468,6 +486,10 @@ class Slot:
         self.clean_deadline = 0.0
         self.cleaning = False
         self.failures = 0
+        # A warm Node worker (state "warm" when idle, "recycling" while cleaned between runs).
+        self.warm_key = ""
+        self.warm_runs = 0
+        self.warm_used = 0.0
 
 
 class Supervisor:
@@ -501,10 +523,17 @@ class Supervisor:
         self.s = s
         self.max_log_chars = int(init.get("max_log_chars", 8000))
         self.root = os.geteuid() == 0
+        ca_file = s.get("ca_file") or ""
+        if ca_file and os.path.isfile(ca_file):
+            # Public CA certificates, not secrets: HTTPS from user code behind a custom CA.
+            for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"):
+                CHILD_ENV[name] = ca_file
         self.node_ok = os.access(s["node"], os.X_OK) and os.path.exists(
             os.path.join(ENGINES_DIR, "engine.js")
         )
         node_spares = int(s["node_spares"]) if self.node_ok and self.root else 0
+        if node_spares:
+            node_spares += int(s.get("node_warm_workers", 0))
         total = int(s["slots"]) + node_spares
         self.capacity = int(s["slots"])
         work = os.path.abspath(s["work_dir"])
@@ -804,6 +833,7 @@ class Supervisor:
     def _spawn(self, slot: Slot) -> None:
         slot.state = "spawning"
         slot.child = None
+        slot.warm_key, slot.warm_runs = "", 0
         kind = "node" if slot.kind == "node" else "python"
         assert self.zsock is not None
         try:
@@ -854,6 +884,12 @@ class Supervisor:
             ):
                 log(f"slot {slot.index}: spare exited before use (status {status})")
                 self._retire_spare(slot)
+            elif (
+                slot.child is not None
+                and slot.child.pid == message["pid"]
+                and slot.state in ("warm", "recycling")
+            ):
+                self._retire_warm(slot)
 
     def _spare_ready(self, slot: Slot) -> None:
         """The spare reports it is sandboxed; a spare that failed set-up sends an error instead."""
@@ -932,15 +968,44 @@ class Supervisor:
         self.pending = remaining
 
     def _pick(self, run: Run) -> Slot | None:
+        if run.language == "javascript":
+            for slot in self.slots:
+                if slot.state == "warm" and slot.warm_key == run.warm_key:
+                    return slot
         ready = [slot for slot in self.slots if slot.state == "ready"]
         if run.language == "javascript":
             for slot in ready:
                 if slot.kind == "node":
                     return slot
+            # No Node process for this code: let the least recently used warm worker of
+            # another code make room for a fresh spare (booted in the background).
+            self._keep_a_fresh_spare(run.warm_key)
         for slot in ready:
             if slot.kind == "general":
                 return slot
         return None
+
+    def _keep_a_fresh_spare(self, key: str) -> None:
+        """Retire the least recently used idle warm worker not of `key` when no Node slot is
+        (or is becoming) a fresh spare, so a code without a warm worker still finds one soon."""
+        node = [slot for slot in self.slots if slot.kind == "node"]
+        if any(slot.state not in ("busy", "warm", "recycling") for slot in node):
+            return
+        idle = [slot for slot in node if slot.state == "warm" and slot.warm_key != key]
+        if idle:
+            self._retire_warm(min(idle, key=lambda slot: slot.warm_used))
+
+    def _retire_warm(self, slot: Slot) -> None:
+        """End a warm Node worker: the usual cleaning kills the slot, wipes it, boots a spare."""
+        slot.warm_key, slot.warm_runs = "", 0
+        if slot.child is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(slot.child.pid, signal.SIGKILL)
+            self._close_child(slot.child)
+        slot.child = None
+        slot.state = "cleaning"
+        self._kill_slot_pids(slot)
+        self._clean(slot)
 
     def _start_run(self, run: Run, slot: Slot) -> None:
         child = slot.child
@@ -957,6 +1022,10 @@ class Supervisor:
         payload = dict(run.request)
         payload["run_id"] = payload.get("run_id", run.id)
         payload["max_log_chars"] = self.max_log_chars
+        if child.kind == "node":
+            payload["reuse"] = True  # engine.js reports {"t": "done"} instead of exiting
+            self._drain_stale(child)
+            self._limit_node_cpu(run, child, cpu)
         body = (json.dumps(payload) + "\n").encode()
         if child.kind == "node":
             header = b""
@@ -995,8 +1064,39 @@ class Supervisor:
             run.pending_stdin = b""
         if not first:
             self.selector.unregister(child.stdin)
+        if child.kind == "node" and run.slot is not None and run.slot.kind == "node":
+            return  # a Node worker may get further requests on this pipe
         os.close(child.stdin)
         child.stdin = -1
+
+    def _drain_stale(self, child: Child) -> None:
+        """Discard what a warm worker's pipes hold from before this run (killed leftovers)."""
+        for fd in (child.stdout, child.stderr, child.proto):
+            with contextlib.suppress(OSError):
+                while os.read(fd, READ_SIZE):
+                    pass
+
+    def _limit_node_cpu(self, run: Run, child: Child, seconds: int) -> None:
+        """Per-run CPU limit for a Node worker, whose RLIMIT_CPU counts every run it served.
+
+        As root with CAP_SYS_RESOURCE the supervisor moves the worker's RLIMIT_CPU to what it
+        used so far plus this run's allowance (prlimit); where that is refused, a timer samples
+        the worker's CPU time from /proc and kills the run with reason "cpu" past the allowance.
+        """
+        run.cpu_base = _process_cpu(child.pid)
+        soft = int(run.cpu_base + seconds + 0.999)
+        try:
+            resource.prlimit(child.pid, resource.RLIMIT_CPU, (soft, soft + 1))
+        except (OSError, ValueError):
+            self._poll_cpu(run, seconds)
+
+    def _poll_cpu(self, run: Run, seconds: int) -> None:
+        if run.finished or run.child is None:
+            return
+        if _process_cpu(run.child.pid) - run.cpu_base >= seconds:
+            self._kill_run(run, "cpu", "CPU time limit exceeded")
+            return
+        self.call_later(CPU_POLL, lambda: self._poll_cpu(run, seconds))
 
     # ---------------------------------------------------------------- output
 
@@ -1086,8 +1186,8 @@ class Supervisor:
                 os.killpg(slot.child.pid, signal.SIGKILL)
         self._kill_slot_pids(slot)
 
-    def _kill_slot_pids(self, slot: Slot) -> None:
-        for pid in self._slot_pids(slot):
+    def _kill_slot_pids(self, slot: Slot, spare: int = 0) -> None:
+        for pid in self._slot_pids(slot) - {spare}:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
 
@@ -1125,7 +1225,13 @@ class Supervisor:
         outcome = self._outcome(run)
         self.send_api({"op": "done", "id": run.id, "outcome": outcome})
         self.running -= 1
+        if slot is not None and child is not None and self._reusable(run, slot, outcome):
+            slot.run = None
+            self._recycle(slot, run.warm_key)
+            self._dispatch()
+            return
         if slot is not None:
+            slot.warm_key, slot.warm_runs = "", 0
             if child is not None:
                 self._close_child(child)
             if child is not None and (child.exit_status is None or not self.cgroups.has_any()):
@@ -1138,6 +1244,75 @@ class Supervisor:
             self._kill_slot_pids(slot)
             self._clean(slot)
         self._dispatch()
+
+    def _reusable(self, run: Run, slot: Slot, outcome: dict[str, Any]) -> bool:
+        """Whether the Node worker may serve the next run of the same code."""
+        child = run.child
+        return (
+            slot.kind == "node"
+            and child is not None
+            and child.kind == "node"
+            and child.exit_status is None
+            and run.done_code is not None
+            and run.reason is None
+            and outcome["reason"] in (None, "exception")
+            and (run.error is None or run.error.get("kind") == "exception")
+            and slot.warm_runs + 1 < WARM_MAX_RUNS
+        )
+
+    def _recycle(self, slot: Slot, key: str) -> None:
+        """Between two runs of a warm worker: kill the slot's other processes, wipe its temp dirs."""
+        child = slot.child
+        assert child is not None
+        for fd in (child.stdout, child.stderr, child.proto):
+            self.fd_owner.pop(fd, None)
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(fd)
+        slot.state = "recycling"
+        slot.warm_key = key
+        slot.warm_runs += 1
+        slot.clean_deadline = time.monotonic() + 10
+        self._recycle_step(slot, child)
+
+    def _recycle_step(self, slot: Slot, child: Child) -> None:
+        if slot.state != "recycling" or slot.child is not child:
+            return  # retired meanwhile (the worker died)
+        others = self._slot_pids(slot) - {child.pid}
+        if others:
+            for pid in others:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            if time.monotonic() > slot.clean_deadline:
+                log(f"slot {slot.index}: processes {sorted(others)[:5]} do not die; retired")
+                self._retire_warm(slot)
+                return
+            self.call_later(CLEAN_STEP, lambda: self._recycle_step(slot, child))
+            return
+        slot.clean_deadline = 0.0
+        try:
+            if self.child_cfg["mountns"]:
+                # The worker's private /tmp, /var/tmp, /dev/shm, seen through its mount namespace.
+                for directory in ("tmp", "var/tmp", "dev/shm"):
+                    _wipe_owned(f"/proc/{child.pid}/root/{directory}", slot.uid)
+            else:
+                _wipe(slot.dir)
+                if self.root:
+                    _sweep_shared_tmp(slot.uid)
+        except OSError as exc:
+            log(f"slot {slot.index}: cannot wipe a warm worker's dirs: {exc}")
+            self._retire_warm(slot)
+            return
+        slot.state = "warm"
+        slot.warm_used = time.monotonic()
+        runs = slot.warm_runs
+        self.call_later(WARM_IDLE_TTL, lambda: self._warm_expired(slot, child, runs))
+        self._keep_a_fresh_spare(slot.warm_key)
+        self._dispatch()
+
+    def _warm_expired(self, slot: Slot, child: Child, runs: int) -> None:
+        # Still idle since that run (no later run re-armed its own timer): retire it.
+        if slot.state == "warm" and slot.child is child and slot.warm_runs == runs:
+            self._retire_warm(slot)
 
     def _close_child(self, child: Child) -> None:
         for fd in (child.stdin, child.stdout, child.stderr, child.proto):
@@ -1212,7 +1387,7 @@ class Supervisor:
     def _cpu_exhausted(self, run: Run) -> bool:
         # The hard RLIMIT_CPU (soft + 1 s) ends with SIGKILL when SIGXCPU was ignored.
         cpu = self._cpu_limit(run)
-        return run.child is not None and run.child.cpu >= cpu
+        return run.child is not None and run.child.cpu - run.cpu_base >= cpu
 
     def _finish_early(self, run: Run, reason: str, message: str) -> None:
         run.finished = True
@@ -1399,23 +1574,38 @@ def _wipe(directory: str) -> None:
                     os.unlink(entry.path)
 
 
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a live process has used; 0 when unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _sweep_shared_tmp(uid: int) -> None:
     """Without a private mount namespace, remove what the slot's user left in shared temp dirs."""
     for directory in ("/tmp", "/var/tmp", "/dev/shm"):
+        _wipe_owned(directory, uid)
+
+
+def _wipe_owned(directory: str, uid: int) -> None:
+    """Remove the entries of `directory` owned by `uid` (a sandbox user writes no other)."""
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
         try:
-            entries = list(os.scandir(directory))
+            if entry.stat(follow_symlinks=False).st_uid != uid:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
         except OSError:
             continue
-        for entry in entries:
-            try:
-                if entry.stat(follow_symlinks=False).st_uid != uid:
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path, ignore_errors=True)
-                else:
-                    os.unlink(entry.path)
-            except OSError:
-                continue
 
 
 def _signal_name(sig: int) -> str:
