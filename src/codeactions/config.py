@@ -116,6 +116,14 @@ class DatabaseSettings(Group):
     def is_sqlite(self) -> bool:
         return self.async_url.startswith("sqlite")
 
+    @property
+    def sqlite_path(self) -> str | None:
+        """The database file when the database is a SQLite file."""
+        if not self.is_sqlite:
+            return None
+        path = self.async_url.split(":///", 1)[-1].split("?", 1)[0]
+        return path if path and path != ":memory:" else None
+
 
 class AuthSettings(Group):
     token: str = env(

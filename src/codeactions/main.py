@@ -21,6 +21,7 @@ from codeactions.ops.health import Health
 from codeactions.ops.logging import RequestContextMiddleware, configure_logging, init_sentry
 from codeactions.ops.metrics import Metrics, MetricsMiddleware
 from codeactions.ratelimit.base import build_rate_limiter
+from codeactions.runs.repository import RunBook
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(engine.dispose)
             app.state.engine = engine
             app.state.sessionmaker = create_sessionmaker(engine)
+            app.state.run_book = RunBook(engine, settings.database.sqlite_path)
+            stack.callback(app.state.run_book.close)
 
             app.state.limiter = build_rate_limiter(settings.ratelimit)
             stack.push_async_callback(app.state.limiter.close)

@@ -418,7 +418,7 @@ async def test_a_failed_final_record_does_not_lose_the_answer(
     async def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(run_repository, "finish_run", broken)
+    monkeypatch.setattr(run_repository.RunBook, "finish", broken)
     api.runner.behaviour = answer(ok=True, result="still here", status_code=202)
     response = await api.client.get(f"/action/endpoint/{code.id}")
     assert (response.status_code, response.text) == (202, "still here")
@@ -434,7 +434,7 @@ async def test_no_execution_without_a_started_record(
     async def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(run_repository, "insert_run", broken)
+    monkeypatch.setattr(run_repository.RunBook, "start", broken)
     response = await api.client.get(f"/action/endpoint/{code.id}")
     assert response.status_code == 503
     assert response.json() == {"message": "could not record the run"}

@@ -24,7 +24,10 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     kwargs: dict[str, Any] = {"pool_pre_ping": not settings.is_sqlite}
     if settings.is_sqlite:
         kwargs["connect_args"] = {"timeout": 30}
-        _make_private(settings.async_url)
+        # Every write commits or rolls back itself, and pysqlite opens no transaction for
+        # reads: the rollback on return would only cost each checkout another thread hop.
+        kwargs["pool_reset_on_return"] = None
+        _make_private(settings.sqlite_path)
     else:
         kwargs.update(
             pool_size=settings.pool_size,
@@ -33,14 +36,13 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
         )
     engine = create_async_engine(settings.async_url, **kwargs)
     if settings.is_sqlite:
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
     return engine
 
 
-def _make_private(url: str) -> None:
+def _make_private(path: str | None) -> None:
     """Create the SQLite file readable by its owner only, so sandboxed code cannot open it."""
-    path = url.split(":///", 1)[-1].split("?", 1)[0]
-    if not path or path == ":memory:":
+    if path is None:
         return
     if not os.path.exists(path):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -49,7 +51,7 @@ def _make_private(url: str) -> None:
         os.chmod(path, 0o600)
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, func, or_, select, text
+from sqlalchemy import delete, func, insert, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from codeactions.db.models import CodeLog
@@ -17,6 +18,23 @@ def _uuid(value: str) -> uuid.UUID | None:
         return uuid.UUID(value)
     except ValueError:
         return None
+
+
+def log_rows(entries: list[LogEntry]) -> list[dict[str, Any]]:
+    """The `codelogs` rows of a run's lines, for an INSERT."""
+    return [
+        {
+            "id": uuid.UUID(e.id),
+            "run_id": uuid.UUID(e.run_id),
+            "code_id": e.code_id,
+            "seq": e.seq,
+            "type": e.type,
+            "content": e.content,
+            "created_at": e.created_at,
+            "updated_at": e.created_at,
+        }
+        for e in entries
+    ]
 
 
 def _entry(row: CodeLog) -> LogEntry:
@@ -39,23 +57,7 @@ class SqlLogStore:
         if not entries:
             return
         async with self._sessionmaker() as session, session.begin():
-            self.add(session, entries)
-
-    def add(self, session: AsyncSession, entries: list[LogEntry]) -> None:
-        """Add a run's lines to a caller's transaction (one commit with the run's outcome)."""
-        session.add_all(
-            CodeLog(
-                id=uuid.UUID(e.id),
-                run_id=uuid.UUID(e.run_id),
-                code_id=e.code_id,
-                seq=e.seq,
-                type=e.type,
-                content=e.content,
-                created_at=e.created_at,
-                updated_at=e.created_at,
-            )
-            for e in entries
-        )
+            await session.execute(insert(CodeLog), log_rows(entries))
 
     async def get(self, log_id: str) -> LogEntry | None:
         key = _uuid(log_id)

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Executable,
+    create_engine,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from codeactions.codes.repository import is_object_id, parse_uuid
-from codeactions.db.models import CodeRun, utcnow
+from codeactions.db.models import CodeLog, CodeRun, utcnow
+from codeactions.db.session import sqlite_pragmas
 
 
 async def get_run_by_any_id(session: AsyncSession, run_id: str) -> CodeRun | None:
@@ -48,26 +62,85 @@ def new_started_run(
     )
 
 
-async def insert_run(session: AsyncSession, run: CodeRun) -> None:
-    session.add(run)
-    await session.flush()
+class RunBook:
+    """Writes the execution path's run records: `started`, then the outcome with its logs.
+
+    Core statements on a plain connection (no unit of work to track). On SQLite each transaction
+    runs whole in one writer thread on a plain sqlite3 connection: one thread hop per transaction
+    instead of one per statement, which is most of a trivial run's bookkeeping latency.
+    """
+
+    def __init__(self, engine: AsyncEngine, sqlite_path: str | None = None) -> None:
+        self._engine = engine
+        self._sync: Engine | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        if sqlite_path is not None:
+            self._sync = create_engine(
+                f"sqlite:///{sqlite_path}",
+                connect_args={"timeout": 30, "check_same_thread": False},
+                pool_reset_on_return=None,
+            )
+            event.listen(self._sync, "connect", sqlite_pragmas)
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="runbook")
+
+    async def start(self, run: CodeRun) -> None:
+        row = {name: getattr(run, name) for name in _RUN_COLUMNS}
+        await self._transaction([(insert(CodeRun), [row])])
+
+    async def finish(self, run: CodeRun, log_rows: list[dict[str, Any]]) -> None:
+        statements: list[tuple[Executable, Any]] = [
+            (
+                update(CodeRun)
+                .where(CodeRun.id == run.id)
+                # Unconditional: a late real outcome is worth more than the reaper's "run lost".
+                .values(
+                    status=run.status,
+                    result=run.result or "",
+                    extra=run.extra or {},
+                    updated_at=run.updated_at,
+                ),
+                None,
+            )
+        ]
+        if log_rows:
+            statements.append((insert(CodeLog), log_rows))
+        await self._transaction(statements)
+
+    async def _transaction(self, statements: list[tuple[Executable, Any]]) -> None:
+        if self._sync is None:
+            async with self._engine.begin() as conn:
+                for statement, params in statements:
+                    await conn.execute(statement, params)
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._sync_transaction, statements)
+
+    def _sync_transaction(self, statements: list[tuple[Executable, Any]]) -> None:
+        assert self._sync is not None
+        with self._sync.begin() as conn:
+            for statement, params in statements:
+                conn.execute(statement, params)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+        if self._sync is not None:
+            self._sync.dispose()
 
 
-async def finish_run(
-    session: AsyncSession,
-    run_id: uuid.UUID,
-    *,
-    status: str,
-    result: str,
-    extra: dict[str, Any],
-    updated_at: datetime,
-) -> None:
-    # Unconditional: a late real outcome is worth more than the reaper's "run lost".
-    await session.execute(
-        update(CodeRun)
-        .where(CodeRun.id == run_id)
-        .values(status=status, result=result, extra=extra, updated_at=updated_at)
-    )
+_RUN_COLUMNS = (
+    "id",
+    "code_id",
+    "code_mongo_id",
+    "status",
+    "result",
+    "extra",
+    "params",
+    "body",
+    "headers",
+    "created_at",
+    "updated_at",
+)
 
 
 def _of_code(code_uuid: uuid.UUID | None, code_mongo_id: str | None) -> ColumnElement[bool]:

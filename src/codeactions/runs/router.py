@@ -62,6 +62,7 @@ def _executor(request: Request) -> Executor:
     return Executor(
         runner=state.runner,
         queue=state.run_queue,
+        book=state.run_book,
         sessionmaker=state.sessionmaker,
         log_store=state.log_store,
         metrics=state.metrics,

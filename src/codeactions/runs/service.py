@@ -25,12 +25,13 @@ from codeactions.errors import (
     RunTimedOut,
     Unavailable,
 )
-from codeactions.logs.sql import SqlLogStore
+from codeactions.logs.sql import SqlLogStore, log_rows
 from codeactions.logs.store import LogEntry, LogStore
 from codeactions.ops.metrics import Metrics
 from codeactions.runner.base import Language, Runner, RunOutcome, RunRequest
 from codeactions.runs import repository
 from codeactions.runs.queue import RunQueue, Ticket
+from codeactions.runs.repository import RunBook
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class Executor:
 
     runner: Runner
     queue: RunQueue
+    book: RunBook
     sessionmaker: async_sessionmaker[AsyncSession]
     log_store: LogStore
     metrics: Metrics
@@ -326,8 +328,7 @@ async def _run_once(
 
 async def _record_start(ex: Executor, run: CodeRun) -> None:
     try:
-        async with ex.sessionmaker() as session, session.begin():
-            await repository.insert_run(session, run)
+        await ex.book.start(run)
     except Exception as exc:
         log.exception("recording a run as started failed")
         raise Unavailable("could not record the run") from exc
@@ -380,21 +381,9 @@ async def _record_outcome(ex: Executor, execution: Execution, *, invoked_id: str
     entries = _log_entries(run, invoked_id=invoked_id, outcome=execution.outcome)
     in_database = isinstance(ex.log_store, SqlLogStore)
     try:
-        async with ex.sessionmaker() as session, session.begin():
-            await repository.finish_run(
-                session,
-                run.id,
-                status=run.status,
-                result=run.result or "",
-                extra=run.extra or {},
-                updated_at=run.updated_at,
-            )
-            if in_database:
-                ex.log_store.add(session, entries)  # type: ignore[attr-defined]
+        await ex.book.finish(run, log_rows(entries) if in_database else [])
     except Exception:  # the reaper ends a record left `started`
         log.exception("recording the outcome of run %s failed", run.id)
-        if in_database:
-            return
     if entries and not in_database:
         try:
             await ex.log_store.write(entries)
