@@ -54,8 +54,18 @@ class ServerSettings(Group):
         default=30.0,
         description="On SIGTERM, how long in-flight runs may take to finish.",
     )
-    sentry_dsn: str = env("SENTRY_DSN", "FLOWS_CODE_ACTIONS_SENTRY_DSN", default="")
-    environment: str = env("ENVIRONMENT", "FLOWS_CODE_ACTIONS_ENVIRONMENT", default="local")
+    sentry_dsn: str = env(
+        "SENTRY_DSN",
+        "FLOWS_CODE_ACTIONS_SENTRY_DSN",
+        default="",
+        description="Sentry DSN; errors of the service (never failed user runs) are reported there.",
+    )
+    environment: str = env(
+        "ENVIRONMENT",
+        "FLOWS_CODE_ACTIONS_ENVIRONMENT",
+        default="local",
+        description="Environment name reported to Sentry.",
+    )
     metrics_code_labels: bool = env(
         "METRICS_CODE_LABELS",
         default=False,
@@ -132,11 +142,18 @@ class AuthSettings(Group):
         default="",
         description="Static admin token (`Authorization: Token X` or `Bearer X`).",
     )
-    oidc_enabled: bool = env("OIDC_ENABLED", "FLOWS_CODE_ACTIONS_OIDC_AUTH_ENABLED", default=False)
+    oidc_enabled: bool = env(
+        "OIDC_ENABLED",
+        "FLOWS_CODE_ACTIONS_OIDC_AUTH_ENABLED",
+        default=False,
+        description="Verify OIDC tokens (Keycloak) and map their `email` to project roles.",
+    )
     oidc_host: str = env(
         "OIDC_HOST", "FLOWS_CODE_ACTIONS_OIDC_HOST", default="", description="Keycloak base URL."
     )
-    oidc_realm: str = env("OIDC_REALM", "FLOWS_CODE_ACTIONS_OIDC_REALM", default="")
+    oidc_realm: str = env(
+        "OIDC_REALM", "FLOWS_CODE_ACTIONS_OIDC_REALM", default="", description="Keycloak realm."
+    )
     oidc_issuer: str = env(
         "OIDC_ISSUER", default="", description="Issuer; default `{host}/realms/{realm}`."
     )
@@ -153,9 +170,24 @@ class AuthSettings(Group):
     oidc_audience: str = env(
         "OIDC_AUDIENCE", default="", description="Required `aud` claim; empty accepts any."
     )
-    oidc_jwks_cache_seconds: int = env("OIDC_JWKS_CACHE_SECONDS", default=600, ge=0)
-    oidc_userinfo_cache_seconds: int = env("OIDC_USERINFO_CACHE_SECONDS", default=60, ge=0)
-    oidc_timeout_seconds: float = env("OIDC_TIMEOUT_SECONDS", default=5.0, gt=0)
+    oidc_jwks_cache_seconds: int = env(
+        "OIDC_JWKS_CACHE_SECONDS",
+        default=600,
+        ge=0,
+        description="How long the provider's signing keys are cached (an unknown key id refreshes them).",
+    )
+    oidc_userinfo_cache_seconds: int = env(
+        "OIDC_USERINFO_CACHE_SECONDS",
+        default=60,
+        ge=0,
+        description="How long a userinfo answer for an opaque token is cached.",
+    )
+    oidc_timeout_seconds: float = env(
+        "OIDC_TIMEOUT_SECONDS",
+        default=5.0,
+        gt=0,
+        description="Timeout of calls to the identity provider.",
+    )
 
     @property
     def issuer(self) -> str:
@@ -208,13 +240,18 @@ class CodeSettings(Group):
 
 class RateLimitSettings(Group):
     max_requests: int = env(
-        "RATELIMIT_MAX_REQUESTS", "FLOWS_CODE_ACTIONS_CODE_LIMITER_MAX_REQUESTS", default=600, ge=1
+        "RATELIMIT_MAX_REQUESTS",
+        "FLOWS_CODE_ACTIONS_CODE_LIMITER_MAX_REQUESTS",
+        default=600,
+        ge=1,
+        description="Runs allowed per code and window on the execution endpoints (429 above).",
     )
     window_seconds: int = env(
         "RATELIMIT_WINDOW_SECONDS",
         "FLOWS_CODE_ACTIONS_CODE_LIMITER_WINDOW_WINDOW",
         default=60,
         ge=1,
+        description="Length of the sliding rate-limit window.",
     )
     redis_url: str = env(
         "REDIS_URL",
@@ -250,22 +287,44 @@ class RunnerSettings(Group):
         ge=0,
         description="Runs that may wait for a slot; more answer 503.",
     )
-    memory_mb: int = env("RUNNER_MEMORY_MB", default=256, ge=16)
-    max_processes: int = env("RUNNER_MAX_PROCESSES", default=64, ge=1)
+    memory_mb: int = env(
+        "RUNNER_MEMORY_MB",
+        default=256,
+        ge=16,
+        description="Memory limit of one run (its whole process tree).",
+    )
+    max_processes: int = env(
+        "RUNNER_MAX_PROCESSES",
+        default=64,
+        ge=1,
+        description="Processes and threads one run may have at once.",
+    )
     cpu_seconds: int = env(
         "RUNNER_CPU_SECONDS",
         default=0,
         ge=0,
         description="CPU time per run; 0 = the code's timeout.",
     )
-    file_size_mb: int = env("RUNNER_FILE_SIZE_MB", default=64, ge=1)
-    output_bytes: int = env("RUNNER_OUTPUT_BYTES", default=1024 * 1024, ge=1024)
+    file_size_mb: int = env(
+        "RUNNER_FILE_SIZE_MB", default=64, ge=1, description="Largest file a run may write."
+    )
+    output_bytes: int = env(
+        "RUNNER_OUTPUT_BYTES",
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest result plus logs of one run; more ends the run (reason `output`).",
+    )
     network: Literal["public", "off"] = env(
         "RUNNER_NETWORK",
         default="public",
         description="`public`: egress allowed except loopback/private/link-local; `off`: none.",
     )
-    uid_base: int = env("RUNNER_UID_BASE", default=64000, ge=1000)
+    uid_base: int = env(
+        "RUNNER_UID_BASE",
+        default=64000,
+        ge=1000,
+        description="First of the unprivileged uids given to sandbox slots (one per slot).",
+    )
     work_dir: str = env(
         "RUNNER_WORK_DIR",
         default="/tmp/codeactions-runner",
@@ -277,8 +336,14 @@ class RunnerSettings(Group):
         description="Interpreter for user Python (with the preinstalled libraries); "
         "a relative path is taken from the checkout.",
     )
-    node: str = env("RUNNER_NODE", default="/usr/bin/node")
-    go: str = env("RUNNER_GO", default="/usr/bin/go")
+    node: str = env(
+        "RUNNER_NODE", default="/usr/bin/node", description="Node.js for JavaScript codes."
+    )
+    go: str = env(
+        "RUNNER_GO",
+        default="/usr/bin/go",
+        description="Go toolchain for Go codes (compiled when saved).",
+    )
     node_spares: int = env(
         "RUNNER_NODE_SPARES", default=2, ge=0, description="Booted Node processes kept ready."
     )
@@ -308,39 +373,96 @@ class RunnerSettings(Group):
 
 
 class LogSettings(Group):
-    max_content_chars: int = env("LOG_MAX_CONTENT_CHARS", default=8000, ge=1)
-    s3_enabled: bool = env("S3_ENABLED", "FLOWS_CODE_ACTIONS_S3_ENABLED", default=False)
-    s3_bucket: str = env("S3_BUCKET", "FLOWS_CODE_ACTIONS_S3_BUCKET_NAME", default="")
-    s3_region: str = env("S3_REGION", "FLOWS_CODE_ACTIONS_S3_REGION", default="us-east-1")
-    s3_prefix: str = env("S3_PREFIX", "FLOWS_CODE_ACTIONS_S3_PREFIX", default="codeactions")
-    s3_endpoint: str = env("S3_ENDPOINT", "FLOWS_CODE_ACTIONS_S3_ENDPOINT", default="")
+    max_content_chars: int = env(
+        "LOG_MAX_CONTENT_CHARS",
+        default=8000,
+        ge=1,
+        description="Longest log line kept (longer ones are cut, as the original).",
+    )
+    s3_enabled: bool = env(
+        "S3_ENABLED",
+        "FLOWS_CODE_ACTIONS_S3_ENABLED",
+        default=False,
+        description="Keep run logs in S3 (the original's key layout) instead of the database.",
+    )
+    s3_bucket: str = env(
+        "S3_BUCKET",
+        "FLOWS_CODE_ACTIONS_S3_BUCKET_NAME",
+        default="",
+        description="S3 bucket of the logs.",
+    )
+    s3_region: str = env(
+        "S3_REGION", "FLOWS_CODE_ACTIONS_S3_REGION", default="us-east-1", description="S3 region."
+    )
+    s3_prefix: str = env(
+        "S3_PREFIX",
+        "FLOWS_CODE_ACTIONS_S3_PREFIX",
+        default="codeactions",
+        description="Key prefix of the logs (`{prefix}/logs/YYYY/MM/DD/...`).",
+    )
+    s3_endpoint: str = env(
+        "S3_ENDPOINT",
+        "FLOWS_CODE_ACTIONS_S3_ENDPOINT",
+        default="",
+        description="S3-compatible endpoint URL (path-style); empty: AWS.",
+    )
     s3_access_key_id: str = env(
-        "S3_ACCESS_KEY_ID", "FLOWS_CODE_ACTIONS_S3_ACCESS_KEY_ID", default=""
+        "S3_ACCESS_KEY_ID",
+        "FLOWS_CODE_ACTIONS_S3_ACCESS_KEY_ID",
+        default="",
+        description="S3 access key; empty: the default AWS credential chain (IAM roles).",
     )
     s3_secret_access_key: str = env(
-        "S3_SECRET_ACCESS_KEY", "FLOWS_CODE_ACTIONS_S3_SECRET_ACCESS_KEY", default=""
+        "S3_SECRET_ACCESS_KEY",
+        "FLOWS_CODE_ACTIONS_S3_SECRET_ACCESS_KEY",
+        default="",
+        description="S3 secret key.",
     )
 
 
 class RabbitSettings(Group):
-    url: str = env("RABBITMQ_URL", "FLOWS_CODE_ACTIONS_RABBITMQ_URL", default="")
+    url: str = env(
+        "RABBITMQ_URL",
+        "FLOWS_CODE_ACTIONS_RABBITMQ_URL",
+        default="",
+        description="RabbitMQ URL: consume project and permission events.",
+    )
     project_exchange: str = env(
-        "PROJECT_EXCHANGE", "FLOWS_CODE_ACTIONS_PROJECT_EXCHANGE", default="projects.topic"
+        "PROJECT_EXCHANGE",
+        "FLOWS_CODE_ACTIONS_PROJECT_EXCHANGE",
+        default="projects.topic",
+        description="Topic exchange of project-created events (declared when missing).",
     )
     project_queue: str = env(
-        "PROJECT_QUEUE", "FLOWS_CODE_ACTIONS_PROJECT_QUEUE", default="code-actions.projects"
+        "PROJECT_QUEUE",
+        "FLOWS_CODE_ACTIONS_PROJECT_QUEUE",
+        default="code-actions.projects",
+        description="Queue of project-created events.",
     )
     permission_exchange: str = env(
-        "PERMISSION_EXCHANGE", "FLOWS_CODE_ACTIONS_PERMISSION_EXCHANGE", default="permissions.topic"
+        "PERMISSION_EXCHANGE",
+        "FLOWS_CODE_ACTIONS_PERMISSION_EXCHANGE",
+        default="permissions.topic",
+        description="Topic exchange of permission events.",
     )
     permission_queue: str = env(
         "PERMISSION_QUEUE",
         "FLOW_CODE_ACTIONS_PERMISSION_QUEUE",
         "FLOWS_CODE_ACTIONS_PERMISSION_QUEUE",
         default="code-actions-permissions",
+        description="Queue of permission events.",
     )
-    dead_letter_exchange: str = env("DEAD_LETTER_EXCHANGE", default="code-actions.dlx")
-    reconnect_seconds: float = env("RABBITMQ_RECONNECT_SECONDS", default=2.0, gt=0)
+    dead_letter_exchange: str = env(
+        "DEAD_LETTER_EXCHANGE",
+        default="code-actions.dlx",
+        description="Exchange receiving messages that cannot be applied (`<queue>.dead` queues).",
+    )
+    reconnect_seconds: float = env(
+        "RABBITMQ_RECONNECT_SECONDS",
+        default=2.0,
+        gt=0,
+        description="Wait before reconnecting to RabbitMQ.",
+    )
     max_retries: int = env(
         "RABBITMQ_MAX_RETRIES",
         default=5,
@@ -357,7 +479,11 @@ class RabbitSettings(Group):
 
 
 class CleanerSettings(Group):
-    enabled: bool = env("CLEANER_ENABLED", default=True)
+    enabled: bool = env(
+        "CLEANER_ENABLED",
+        default=True,
+        description="Delete runs and logs older than the retention period once a day.",
+    )
     schedule_time: time = env(
         "CLEANER_SCHEDULE_TIME",
         "FLOWS_CODE_ACTIONS_CLEANER_SCHEDULE_TIME",
@@ -365,9 +491,15 @@ class CleanerSettings(Group):
         description="Daily run time HH:MM (UTC).",
     )
     retention_days: int = env(
-        "CLEANER_RETENTION_DAYS", "FLOWS_CODE_ACTIONS_CLEANER_RETENTION_PERIOD", default=30, ge=1
+        "CLEANER_RETENTION_DAYS",
+        "FLOWS_CODE_ACTIONS_CLEANER_RETENTION_PERIOD",
+        default=30,
+        ge=1,
+        description="Days runs and logs are kept (at least 1).",
     )
-    batch_size: int = env("CLEANER_BATCH_SIZE", default=1000, ge=1, le=100_000)
+    batch_size: int = env(
+        "CLEANER_BATCH_SIZE", default=1000, ge=1, le=100_000, description="Rows deleted per batch."
+    )
 
     @field_validator("schedule_time", mode="before")
     @classmethod
@@ -382,9 +514,18 @@ class CleanerSettings(Group):
 
 class HealthSettings(Group):
     cache_seconds: float = env(
-        "HEALTH_CACHE_SECONDS", "FLOWS_CODE_ACTIONS_HEALTH_CHECK_CACHE_TIME", default=3.0, ge=0
+        "HEALTH_CACHE_SECONDS",
+        "FLOWS_CODE_ACTIONS_HEALTH_CHECK_CACHE_TIME",
+        default=3.0,
+        ge=0,
+        description="How long `/health` reuses its last answer.",
     )
-    timeout_seconds: float = env("HEALTH_TIMEOUT_SECONDS", default=3.0, gt=0)
+    timeout_seconds: float = env(
+        "HEALTH_TIMEOUT_SECONDS",
+        default=3.0,
+        gt=0,
+        description="Timeout of each dependency check of `/health`.",
+    )
 
 
 class Settings(Group):
