@@ -186,7 +186,10 @@ def Run(engine):
     outcome = await run_code(source)
     assert outcome.ok, outcome.error
     data = json.loads(outcome.result)
-    assert data["env"] == ["HOME", "LANG", "PATH", "TMPDIR"]
+    # Nothing of the service's environment: the basics, plus where the CA bundle is when the
+    # service has one (public certificates, for HTTPS behind a custom CA).
+    ca = ["NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"]
+    assert [name for name in data["env"] if name not in ca] == ["HOME", "LANG", "PATH", "TMPDIR"]
     assert data["home"] and data["requests"] and data["read"] == "ok"
     assert data["uid"] != 0
 
@@ -205,3 +208,12 @@ def Run(engine):
     assert "json.decoder.JSONDecodeError" in outcome.error
     assert outcome.error.endswith("RuntimeError: could not parse")
     assert "/usr/lib" not in outcome.error and "/work" not in outcome.error
+
+
+async def test_the_original_documentation_forms_of_set_work(run_code: RunCode) -> None:
+    called = await run_code('def Run(engine):\n    engine.result({"a": 1}, content_type="json")\n')
+    assert (called.ok, called.result, called.content_type) == (True, '{"a": 1}', "json")
+    typo = await run_code('def Run(engine):\n    engine.result.set({"u": 1}, conten_type="json")\n')
+    assert (typo.ok, typo.content_type) == (True, "json")
+    wrong = await run_code('def Run(engine):\n    engine.result.set("x", colour="red")\n')
+    assert (wrong.ok, wrong.reason) == (False, "exception")

@@ -162,7 +162,19 @@ class Result:
         self._extra: dict[str, Any] = {"status_code": 200, "content_type": "text"}
         self._channel = channel
 
-    def set(self, value: Any = "", status_code: Any = 200, content_type: Any = "text") -> None:
+    def set(
+        self,
+        value: Any = "",
+        status_code: Any = 200,
+        content_type: Any = "text",
+        **misspelled: Any,
+    ) -> None:
+        # The original's documentation writes `conten_type=`: honour it instead of failing.
+        if "conten_type" in misspelled:
+            content_type = misspelled.pop("conten_type")
+        if misspelled:
+            name = next(iter(misspelled))
+            raise TypeError(f"set() got an unexpected keyword argument {name!r}")
         if isinstance(value, str):
             text = value
         else:
@@ -182,6 +194,9 @@ class Result:
                 "content_type": str(content_type),
             }
         )
+
+    # The original's documentation also calls `engine.result(payload, content_type="json")`.
+    __call__ = set
 
     def save(self) -> None:
         """Kept for compatibility: `set` already reports the result."""

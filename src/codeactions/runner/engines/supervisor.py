@@ -77,7 +77,9 @@ MB = 1024 * 1024
 READ_SIZE = 65536
 WARM_IDLE_TTL = 60.0  # an idle warm Node worker is retired after this many seconds
 WARM_MAX_RUNS = 500  # ... and after this many runs
+FRESH = "*"  # in _dispatch: Node spares being booted (no warm key is ever "*")
 CPU_POLL = 0.1  # per-run CPU accounting period when RLIMIT_CPU cannot be lowered from here
+NODE_CPU_BUDGET = 3600  # RLIMIT_CPU (seconds) of a Node process over all the runs it serves
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -640,8 +642,9 @@ class Supervisor:
             "tmpfs_mb": int(s["file_size_mb"]),
             "env": CHILD_ENV,
             "node_argv": [s["node"], os.path.join(ENGINES_DIR, "engine.js")],
-            # Booted Node spares cannot learn a run's timeout before they start.
-            "node_cpu": int(s["cpu_seconds"]) or 300,
+            # A Node process may serve many runs: its RLIMIT_CPU is a budget for its whole
+            # life, each run's own limit is enforced by the supervisor (_limit_node_cpu).
+            "node_cpu": NODE_CPU_BUDGET,
             "go_bin_dir": self.go_bin_dir,
             "sandbox_go_dir": SANDBOX_GO_DIR,
             "root": self.root,
@@ -958,20 +961,40 @@ class Supervisor:
         if not self.pending:
             return
         remaining: deque[Run] = deque()
+        # Warm workers being cleaned between runs: each may be awaited by one run of its code;
+        # Node spares being booted ("*"): each may be awaited by one JavaScript run.
+        recycling: dict[str, int] = {FRESH: 0}
+        for candidate in self.slots:
+            if candidate.state == "recycling":
+                recycling[candidate.warm_key] = recycling.get(candidate.warm_key, 0) + 1
+            elif (
+                candidate.kind == "node"
+                and candidate.state in ("new", "spawning", "starting", "cleaning")
+                and candidate.failures < BROKEN_AFTER
+            ):
+                recycling[FRESH] += 1
         while self.pending:
             run = self.pending.popleft()
-            slot = self._pick(run) if self.running < self.capacity else None
+            slot = self._pick(run, recycling) if self.running < self.capacity else None
             if slot is None:
                 remaining.append(run)
                 continue
             self._start_run(run, slot)
         self.pending = remaining
 
-    def _pick(self, run: Run) -> Slot | None:
+    def _pick(self, run: Run, recycling: dict[str, int]) -> Slot | None:
         if run.language == "javascript":
             for slot in self.slots:
                 if slot.state == "warm" and slot.warm_key == run.warm_key:
-                    return slot
+                    assert slot.child is not None
+                    used = _process_cpu(slot.child.pid)
+                    if used + self._cpu_limit(run) + 2 < NODE_CPU_BUDGET:
+                        return slot
+                    # Its RLIMIT_CPU could end this run early, blaming it: retire it instead.
+                    self._retire_warm(slot)
+            if recycling.get(run.warm_key, 0) > 0:
+                recycling[run.warm_key] -= 1
+                return None  # its warm worker is ready in a few ms: cheaper than a cold one
         ready = [slot for slot in self.slots if slot.state == "ready"]
         if run.language == "javascript":
             for slot in ready:
@@ -979,21 +1002,29 @@ class Supervisor:
                     return slot
             # No Node process for this code: let the least recently used warm worker of
             # another code make room for a fresh spare (booted in the background).
-            self._keep_a_fresh_spare(run.warm_key)
+            if self._keep_a_fresh_spare(run.warm_key):
+                recycling[FRESH] += 1
+            if recycling[FRESH] > 0:
+                # Waiting for a booting spare costs about what starting Node in a general
+                # slot does, and leaves a warm worker for the next run.
+                recycling[FRESH] -= 1
+                return None
         for slot in ready:
             if slot.kind == "general":
                 return slot
         return None
 
-    def _keep_a_fresh_spare(self, key: str) -> None:
+    def _keep_a_fresh_spare(self, key: str) -> bool:
         """Retire the least recently used idle warm worker not of `key` when no Node slot is
         (or is becoming) a fresh spare, so a code without a warm worker still finds one soon."""
         node = [slot for slot in self.slots if slot.kind == "node"]
         if any(slot.state not in ("busy", "warm", "recycling") for slot in node):
-            return
+            return False
         idle = [slot for slot in node if slot.state == "warm" and slot.warm_key != key]
-        if idle:
-            self._retire_warm(min(idle, key=lambda slot: slot.warm_used))
+        if not idle:
+            return False
+        self._retire_warm(min(idle, key=lambda slot: slot.warm_used))
+        return True
 
     def _retire_warm(self, slot: Slot) -> None:
         """End a warm Node worker: the usual cleaning kills the slot, wipes it, boots a spare."""
@@ -1079,9 +1110,11 @@ class Supervisor:
     def _limit_node_cpu(self, run: Run, child: Child, seconds: int) -> None:
         """Per-run CPU limit for a Node worker, whose RLIMIT_CPU counts every run it served.
 
-        As root with CAP_SYS_RESOURCE the supervisor moves the worker's RLIMIT_CPU to what it
-        used so far plus this run's allowance (prlimit); where that is refused, a timer samples
-        the worker's CPU time from /proc and kills the run with reason "cpu" past the allowance.
+        With CAP_SYS_RESOURCE the supervisor moves the worker's RLIMIT_CPU to what it used so
+        far plus this run's allowance (prlimit). A container's root often lacks it (prlimit on
+        another uid's process: EPERM); then a timer samples the worker's CPU time from
+        /proc/<pid>/stat every CPU_POLL seconds and kills the run with reason "cpu" past the
+        allowance. The worker's own RLIMIT_CPU (NODE_CPU_BUDGET) stays as a backstop.
         """
         run.cpu_base = _process_cpu(child.pid)
         soft = int(run.cpu_base + seconds + 0.999)
