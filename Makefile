@@ -24,7 +24,8 @@ pytest: deps
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: deps
-	$(VENV)/bin/python bench/run_bench.py
+	$(VENV)/bin/python bench/bench_runner.py
+	$(VENV)/bin/python bench/bench_http.py
 
 deps: $(VENV)/.installed $(RUNTIME)/.installed toolchains
 

@@ -32,9 +32,10 @@ PROJECT = "5b1d6c1e-0000-4000-8000-000000000001"
 RUNTIME_PYTHON = ROOT / ".venv-runtime" / "bin" / "python"
 
 CODES = {
-    "python": 'def Run(engine):\n    engine.result.set("ok")\n',
-    "javascript": 'function Run(engine) {\n  engine.result.set("ok");\n}\n',
-    "go": 'package main\n\nfunc Run(engine *Engine) {\n\tengine.Result.Set("ok", 200, "text")\n}\n',
+    # Each writes one log line, so a run persists its record and a log.
+    "python": 'def Run(engine):\n    engine.log.info("hi")\n    engine.result.set("ok")\n',
+    "javascript": 'function Run(engine) {\n  engine.log.info("hi");\n  engine.result.set("ok");\n}\n',
+    "go": 'package main\n\nfunc Run(engine *Engine) {\n\tengine.Log.Info("hi")\n\tengine.Result.Set("ok", 200, "text")\n}\n',
 }
 
 

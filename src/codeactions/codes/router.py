@@ -51,61 +51,6 @@ def _checker(request: Request) -> service.SourceChecker | None:
     return service.runner_source_checker(getattr(request.app.state, "runner", None))
 
 
-async def _create(
-    request: Request,
-    session: SessionDep,
-    principal: CurrentPrincipal,
-    project_uuid: str | None,
-    name: str | None,
-    language: str | None,
-    type: str | None,
-    timeout_text: str | None,
-) -> JSONResponse:
-    settings = _settings(request)
-    code = await service.create_code(
-        session,
-        principal,
-        settings=settings.code,
-        project_uuid=project_uuid,
-        name=name,
-        type=type,
-        language=language,
-        timeout_text=timeout_text,
-        read_source=_source_reader(request, settings.code.max_source_bytes),
-        check_source=_checker(request),
-    )
-    request.app.state.metrics.code_created(project_uuid=code.project_uuid, code_id=str(code.id))
-    return JSONResponse(code_json(code), status_code=201)
-
-
-async def _update(
-    request: Request,
-    session: SessionDep,
-    principal: CurrentPrincipal,
-    id: str,
-    name: str | None,
-    language: str | None,
-    type: str | None,
-    timeout_text: str | None,
-) -> JSONResponse:
-    settings = _settings(request)
-    code = await service.update_code(
-        session,
-        principal,
-        settings=settings.code,
-        code_id=id,
-        name=name,
-        type=type,
-        language=language,
-        timeout_text=timeout_text,
-        read_source=_source_reader(request, settings.code.max_source_bytes),
-        check_source=_checker(request),
-    )
-    request.app.state.metrics.code_updated(project_uuid=code.project_uuid, code_id=str(code.id))
-    _forget_after_commit(request, session, code)
-    return JSONResponse(code_json(code))
-
-
 CREATE_DESCRIPTION = (
     "Create a code (Contributor on `project_uuid`). The body is the raw source; "
     "`timeout` is 5-300 seconds (default 60)."
@@ -115,6 +60,16 @@ UPDATE_DESCRIPTION = (
 )
 
 
+# `/admin/code` is the same route under the path the original's Postman collection uses.
+@router.post(
+    "/admin/code",
+    summary="Create a code (alias)",
+    status_code=201,
+    response_model=CodeOut,
+    description=CREATE_DESCRIPTION,
+    openapi_extra=RAW_SOURCE_BODY,
+    operation_id="create_code_admin",
+)
 @router.post(
     "/code",
     summary="Create a code",
@@ -133,34 +88,31 @@ async def create_code(
     type: str | None = None,
     timeout_text: Annotated[str | None, Query(alias="timeout")] = None,
 ) -> JSONResponse:
-    return await _create(
-        request, session, principal, project_uuid, name, language, type, timeout_text
+    settings = _settings(request)
+    code = await service.create_code(
+        session,
+        principal,
+        settings=settings.code,
+        project_uuid=project_uuid,
+        name=name,
+        type=type,
+        language=language,
+        timeout_text=timeout_text,
+        read_source=_source_reader(request, settings.code.max_source_bytes),
+        check_source=_checker(request),
     )
+    request.app.state.metrics.code_created(project_uuid=code.project_uuid, code_id=str(code.id))
+    return JSONResponse(code_json(code), status_code=201)
 
 
-@router.post(
-    "/admin/code",
-    summary="Create a code (alias)",
-    status_code=201,
+@router.patch(
+    "/admin/code/{id}",
+    summary="Update a code (alias)",
     response_model=CodeOut,
-    description=CREATE_DESCRIPTION,
+    description=UPDATE_DESCRIPTION,
     openapi_extra=RAW_SOURCE_BODY,
+    operation_id="update_code_admin",
 )
-async def create_code_admin(
-    request: Request,
-    session: SessionDep,
-    principal: CurrentPrincipal,
-    project_uuid: str | None = None,
-    name: str | None = None,
-    language: str | None = None,
-    type: str | None = None,
-    timeout_text: Annotated[str | None, Query(alias="timeout")] = None,
-) -> JSONResponse:
-    return await _create(
-        request, session, principal, project_uuid, name, language, type, timeout_text
-    )
-
-
 @router.patch(
     "/code/{id}",
     summary="Update a code",
@@ -178,27 +130,22 @@ async def update_code(
     type: str | None = None,
     timeout_text: Annotated[str | None, Query(alias="timeout")] = None,
 ) -> JSONResponse:
-    return await _update(request, session, principal, id, name, language, type, timeout_text)
-
-
-@router.patch(
-    "/admin/code/{id}",
-    summary="Update a code (alias)",
-    response_model=CodeOut,
-    description=UPDATE_DESCRIPTION,
-    openapi_extra=RAW_SOURCE_BODY,
-)
-async def update_code_admin(
-    request: Request,
-    session: SessionDep,
-    principal: CurrentPrincipal,
-    id: str,
-    name: str | None = None,
-    language: str | None = None,
-    type: str | None = None,
-    timeout_text: Annotated[str | None, Query(alias="timeout")] = None,
-) -> JSONResponse:
-    return await _update(request, session, principal, id, name, language, type, timeout_text)
+    settings = _settings(request)
+    code = await service.update_code(
+        session,
+        principal,
+        settings=settings.code,
+        code_id=id,
+        name=name,
+        type=type,
+        language=language,
+        timeout_text=timeout_text,
+        read_source=_source_reader(request, settings.code.max_source_bytes),
+        check_source=_checker(request),
+    )
+    request.app.state.metrics.code_updated(project_uuid=code.project_uuid, code_id=str(code.id))
+    _forget_after_commit(request, session, code)
+    return JSONResponse(code_json(code))
 
 
 @router.get("/code/{id}", summary="Get a code by UUID or legacy ObjectID", response_model=CodeOut)

@@ -8,11 +8,11 @@ from codeactions.auth.permissions import authorize
 from codeactions.auth.principals import Principal, Role
 from codeactions.codes.repository import get_by_any_id, is_object_id, parse_uuid
 from codeactions.codes.service import MAX_PAGE, parse_page_number
-from codeactions.db.models import Code, CodeRun
+from codeactions.db.models import Code
 from codeactions.errors import BadRequest, CodeNotFound, LogNotFound
 from codeactions.logs.schemas import PAGE_SIZE
 from codeactions.logs.store import LogEntry, LogQuery, LogStore
-from codeactions.runs.repository import get_run_by_any_id
+from codeactions.runs.repository import code_of_run, get_run_by_any_id
 
 
 def _is_id(value: str) -> bool:
@@ -22,15 +22,6 @@ def _is_id(value: str) -> bool:
 def _spellings(code: Code) -> tuple[str, ...]:
     """Logs of a run invoked by ObjectID carry the ObjectID: look under both ids of the code."""
     return (str(code.id), code.mongo_object_id) if code.mongo_object_id else (str(code.id),)
-
-
-async def _code_of_run(session: AsyncSession, run: CodeRun) -> Code | None:
-    for key in (str(run.code_id) if run.code_id else None, run.code_mongo_id):
-        if key:
-            code = await get_by_any_id(session, key)
-            if code is not None:
-                return code
-    return None
 
 
 async def get_log(
@@ -45,7 +36,7 @@ async def get_log(
     code = None
     run = await get_run_by_any_id(session, entry.run_id)
     if run is not None:
-        code = await _code_of_run(session, run)
+        code = await code_of_run(session, run)
     if code is None and _is_id(entry.code_id):
         code = await get_by_any_id(session, entry.code_id)
     if code is None:
@@ -72,7 +63,7 @@ async def list_logs(
     run = await get_run_by_any_id(session, run_id) if run_id else None
     if run_id and run is None:
         raise BadRequest("coderun not found")  # the original's status and text
-    run_code = await _code_of_run(session, run) if run is not None else None
+    run_code = await code_of_run(session, run) if run is not None else None
     named_code = await get_by_any_id(session, code_id) if code_id else None
 
     if not principal.sees_all_projects:

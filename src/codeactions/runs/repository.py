@@ -22,9 +22,19 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from codeactions.codes.repository import is_object_id, parse_uuid
-from codeactions.db.models import CodeLog, CodeRun, utcnow
+from codeactions.codes.repository import get_by_any_id, is_object_id, parse_uuid
+from codeactions.db.models import Code, CodeLog, CodeRun, utcnow
 from codeactions.db.session import sqlite_pragmas
+
+
+async def code_of_run(session: AsyncSession, run: CodeRun) -> Code | None:
+    """The code a run belongs to: by its UUID, else by the ObjectID it was invoked with."""
+    for key in (str(run.code_id) if run.code_id else None, run.code_mongo_id):
+        if key:
+            code = await get_by_any_id(session, key)
+            if code is not None:
+                return code
+    return None
 
 
 async def get_run_by_any_id(session: AsyncSession, run_id: str) -> CodeRun | None:

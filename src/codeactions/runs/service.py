@@ -31,7 +31,7 @@ from codeactions.ops.metrics import Metrics
 from codeactions.runner.base import Language, Runner, RunOutcome, RunRequest
 from codeactions.runs import repository
 from codeactions.runs.queue import RunQueue, Ticket
-from codeactions.runs.repository import RunBook
+from codeactions.runs.repository import RunBook, code_of_run
 
 log = logging.getLogger(__name__)
 
@@ -452,21 +452,12 @@ async def find_code_to_run(
 # --- reading runs -------------------------------------------------------------------------
 
 
-async def _code_of_run(session: AsyncSession, run: CodeRun) -> Code | None:
-    for key in (str(run.code_id) if run.code_id else None, run.code_mongo_id):
-        if key:
-            code = await get_by_any_id(session, key)
-            if code is not None:
-                return code
-    return None
-
-
 async def get_run(session: AsyncSession, principal: Principal, *, run_id: str) -> CodeRun:
     """A run, for Viewers of its code's project; a deleted code's runs for admins only."""
     run = await get_run_by_id(session, run_id)
     if principal.sees_all_projects:
         return run
-    code = await _code_of_run(session, run)
+    code = await code_of_run(session, run)
     if code is None:
         raise RunNotFound()
     await authorize(session, principal, code.project_uuid, Role.VIEWER, not_member=RunNotFound())
