@@ -217,3 +217,17 @@ async def test_the_original_documentation_forms_of_set_work(run_code: RunCode) -
     assert (typo.ok, typo.content_type) == (True, "json")
     wrong = await run_code('def Run(engine):\n    engine.result.set("x", colour="red")\n')
     assert (wrong.ok, wrong.reason) == (False, "exception")
+
+
+async def test_ffmpeg_is_available_to_user_code_as_in_the_original_image(
+    run_code: RunCode,
+) -> None:
+    source = (
+        "import shutil, subprocess\n"
+        "def Run(engine):\n"
+        "    path = shutil.which('ffmpeg')\n"
+        "    out = subprocess.run([path, '-version'], capture_output=True, text=True).stdout\n"
+        "    engine.result.set(out.split()[0])\n"
+    )
+    outcome = await run_code(source)
+    assert (outcome.ok, outcome.result) == (True, "ffmpeg"), outcome.error
