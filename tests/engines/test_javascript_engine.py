@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
 import time
 from typing import Any
 
@@ -278,3 +280,50 @@ def test_large_request_arriving_in_many_chunks_is_read_whole() -> None:
         "function Run(engine) { engine.result.set(String(engine.body.length)); }", body=body
     )
     assert run.result is not None and run.result["value"] == str(len(body))
+
+
+def run_reused(*sources: str) -> tuple[list[dict[str, Any]], int]:
+    """Several requests to one engine process, as a warm worker gets them."""
+    read_fd, write_fd = os.pipe()
+    lines = "".join(json.dumps(make_request(source=src, reuse=True)) + "\n" for src in sources)
+    try:
+        done = subprocess.run(
+            [NODE, str(ENGINE_JS)],
+            input=lines.encode(),
+            capture_output=True,
+            pass_fds=(3,),
+            preexec_fn=lambda: os.dup2(write_fd, 3),
+            timeout=20,
+            env={"PATH": "/usr/bin:/bin"},
+        )
+    finally:
+        os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as events:
+        return [json.loads(line) for line in events.read().splitlines()], done.returncode
+
+
+def test_a_reused_engine_runs_each_request_in_a_fresh_context_and_reports_done() -> None:
+    source = """
+let counter = 0;
+function Run(engine) {
+  counter += 1;
+  globalThis.total = (globalThis.total || 0) + 1;
+  setInterval(() => engine.log.info('tick'), 1);
+  engine.result.set([counter, globalThis.total, process.pid]);
+}
+"""
+    events, code = run_reused(source, "function Run() { throw new Error('boom'); }", source)
+    assert code == 0
+    kinds = [event["t"] for event in events]
+    assert kinds == ["result", "done", "error", "done", "result", "done"]
+    first, second = json.loads(events[0]["value"]), json.loads(events[4]["value"])
+    assert first[:2] == second[:2] == [1, 1]
+    assert first[2] == second[2]
+    assert [events[1]["code"], events[3]["code"], events[5]["code"]] == [0, 1, 0]
+
+
+def test_a_reused_engine_exits_when_a_run_leaves_work_behind() -> None:
+    source = "function Run(engine) { require('fs').readFile('/etc/hostname', () => {}); }"
+    events, code = run_reused(source, "function Run(engine) { engine.result.set('never'); }")
+    assert code == 0
+    assert [event["t"] for event in events] == []  # ended by its exit, not by a "done"

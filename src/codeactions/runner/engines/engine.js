@@ -72,13 +72,16 @@ function truncate(text, limit) {
   return text.slice(0, end);
 }
 
+// The plain toString()s of the main realm and of the run's vm context (each has its own).
+let plainToStrings = new Set([Object.prototype.toString, Array.prototype.toString]);
+
 function logText(message) {
   if (message === undefined) return '';
   if (typeof message === 'string') return message;
   if (message !== null && typeof message === 'object') {
     // String() of a plain object or array says nothing useful ("[object Object]", "1,2"); show it.
     const own = message.toString;
-    if (own === Object.prototype.toString || own === Array.prototype.toString || own === undefined) {
+    if (own === undefined || plainToStrings.has(own)) {
       return util.inspect(message, { depth: 6, breakLength: Infinity });
     }
   }
@@ -206,14 +209,19 @@ const actionRequire = createRequire(`${process.cwd()}/${ACTION_FILE}`);
 
 // Timers of a run are tracked, so none of them fires after the run ended.
 function runTimers(run) {
-  const track = (start, clear) => (callback, ...rest) => {
-    const handle = start((...args) => {
-      if (start !== timers.setInterval) run.timers.delete(handle);
-      if (!run.finished) return typeof callback === 'function' ? callback(...args) : undefined;
-      return undefined;
-    }, ...rest);
-    run.timers.set(handle, clear);
-    return handle;
+  const track = (start, clear) => {
+    const tracked = (callback, ...rest) => {
+      const handle = start((...args) => {
+        if (start !== timers.setInterval) run.timers.delete(handle);
+        if (!run.finished) return typeof callback === 'function' ? callback(...args) : undefined;
+        return undefined;
+      }, ...rest);
+      run.timers.set(handle, clear);
+      return handle;
+    };
+    // util.promisify(setTimeout) keeps working (a pending one shows in the loop: see settled()).
+    if (start[util.promisify.custom]) tracked[util.promisify.custom] = start[util.promisify.custom];
+    return tracked;
   };
   return {
     setTimeout: track(timers.setTimeout, timers.clearTimeout),
@@ -229,6 +237,11 @@ function newContext(run) {
   sandbox.console = new console.Console({ stdout: process.stdout, stderr: process.stderr });
   const context = vm.createContext(sandbox);
   sandbox.global = vm.runInContext('globalThis', context);
+  plainToStrings = new Set([
+    Object.prototype.toString,
+    Array.prototype.toString,
+    ...vm.runInContext('[Object.prototype.toString, Array.prototype.toString]', context),
+  ]);
   return context;
 }
 
@@ -258,7 +271,6 @@ void process.stdout;
 void process.stderr;
 
 let current = null; // the run in progress
-let quiet = null; // what the event loop holds while idle, counted once booted
 
 function activeResources() {
   const counts = new Map();
@@ -268,10 +280,9 @@ function activeResources() {
 
 // Whether nothing started by the run is left (sockets, files, child processes, timers made
 // through the timers module): only then may the next run of this process start.
-function settled() {
-  if (quiet === null) return false;
+function settled(run) {
   for (const [name, count] of activeResources()) {
-    if (count > (quiet.get(name) || 0)) return false;
+    if (count > (run.before.get(name) || 0)) return false;
   }
   return true;
 }
@@ -292,12 +303,22 @@ function endRun(run, message) {
     }
   }
   if (!run.reuse) exit(code);
-  // Callbacks queued right now (a resolved fetch, a closing handle) get one turn to show up.
-  timers.setImmediate(() => {
-    if (!settled()) exit(code);
+  const finish = () => {
+    if (!settled(run)) exit(code);
     emit({ t: 'done', code });
     listen();
-  });
+  };
+  // The run's output must reach the supervisor before its end does (its limits count it):
+  // writes to a full pipe wait in the stream's buffer.
+  const afterFlush = () => {
+    if (process.stdout.writableLength > 0 || process.stderr.writableLength > 0) {
+      timers.setTimeout(afterFlush, 1);
+      return;
+    }
+    // Callbacks queued right now (a resolved fetch, a closing handle) get one turn to show up.
+    timers.setImmediate(finish);
+  };
+  afterFlush();
 }
 
 async function execute(run, request) {
@@ -313,7 +334,10 @@ function start(line) {
   // EOF with nothing read: the supervisor retired this process.
   if (line.trim() === '') exit(0);
   const request = JSON.parse(line);
-  const run = { finished: false, timers: new Map(), reuse: request.reuse === true };
+  const run = { finished: false, timers: new Map(), reuse: request.reuse === true, before: null };
+  // What the loop holds before the run (the engine's own handles), plus this check's immediate.
+  run.before = activeResources();
+  run.before.set('Immediate', (run.before.get('Immediate') || 0) + 1);
   current = run;
   execute(run, request).then(
     () => endRun(run, null),
@@ -368,8 +392,4 @@ process.stdin.on('data', (chunk) => {
 process.stdin.on('end', () => {
   ended = true;
   if (!busy) next();
-});
-// Idle, waiting for the first request: what the loop holds now is not the user's.
-timers.setImmediate(() => {
-  quiet = activeResources();
 });
