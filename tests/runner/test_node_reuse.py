@@ -30,7 +30,9 @@ async function Run(engine) {
   const mode = engine.params.get('mode');
   const out = { pid: process.pid, counter, total: globalThis.total };
   if (mode === 'write') fs.writeFileSync(os.tmpdir() + '/left-behind', 'secret');
-  if (mode === 'list') out.files = fs.readdirSync(os.tmpdir());
+  // What runs wrote: a checkout under /tmp stays visible as root-owned dirs.
+  if (mode === 'list') out.files = fs.readdirSync(os.tmpdir()).filter(
+    (n) => fs.lstatSync(os.tmpdir() + '/' + n).uid !== 0);
   if (mode === 'background') {
     const child = spawn('sleep', ['100'], { detached: true, stdio: 'ignore' });
     child.unref();

@@ -217,6 +217,20 @@ def _mount(source: str, target: str, fstype: str | None, flags: int, data: str |
     )
 
 
+# Read-only material the sandbox needs at its real path: the engines (node runs engine.js by
+# path) and the interpreter's prefix (user code imports libraries lazily).
+KEEP_VISIBLE = [
+    os.path.dirname(os.path.abspath(__file__)),
+    os.path.realpath(sys.prefix),
+]
+PARKED = "/run/codeactions-keep"
+
+
+def _within(path: str, top: str) -> bool:
+    top = os.path.realpath(top)
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
 def _private_mounts(
     tmpfs_mb: int,
     uid: int,
@@ -239,6 +253,13 @@ def _private_mounts(
     if os.path.isdir(go_bin_dir):
         os.mkdir(sandbox_go_dir, 0o711)
         _mount(go_bin_dir, sandbox_go_dir, None, MS_BIND, None)
+    hidden = ["/tmp", "/var/tmp", "/dev/shm", work_dir]
+    # The engines and the user-code interpreter's libraries must stay visible even when the
+    # checkout lives under a dir about to be hidden (a clone in /tmp): park them in /run first.
+    kept = [path for path in KEEP_VISIBLE if any(_within(path, top) for top in hidden)]
+    for index, path in enumerate(kept):
+        os.makedirs(f"{PARKED}/{index}", 0o755)
+        _mount(path, f"{PARKED}/{index}", None, MS_BIND | MS_REC, None)
     # Twice the file-size limit: one file too big ends with EFBIG, not with a full disk.
     _mount("tmpfs", "/tmp", "tmpfs", flags, f"size={2 * tmpfs_mb}m,mode=0700,uid={uid},gid={uid}")
     for target in ("/var/tmp", "/dev/shm"):
@@ -247,6 +268,9 @@ def _private_mounts(
     # The on-disk work dir (other slots' dirs, the Go cache) is of no use inside: hide it.
     if os.path.isdir(work_dir):
         _mount("tmpfs", work_dir, "tmpfs", flags, "size=64k,mode=0711")
+    for index, path in enumerate(kept):
+        os.makedirs(path, 0o755, exist_ok=True)
+        _mount(f"{PARKED}/{index}", path, None, MS_BIND | MS_REC, None)
     if hide_pids:
         _mount("proc", "/proc", "proc", flags | MS_NOEXEC, "hidepid=invisible")
     return "/tmp"
