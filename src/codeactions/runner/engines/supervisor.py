@@ -31,6 +31,7 @@ import hashlib
 import heapq
 import itertools
 import json
+import math
 import os
 import platform
 import resource
@@ -1413,9 +1414,10 @@ class Supervisor:
         return reason, error
 
     def _cpu_limit(self, run: Run) -> int:
-        # Without cpu_seconds, RLIMIT_CPU only backs up the wall-clock timeout: set just above
-        # it, so a plain busy loop ends as "timeout" and only many busy threads end as "cpu".
-        return int(self.s["cpu_seconds"]) or int(run.timeout) + 1
+        # Without cpu_seconds, RLIMIT_CPU only backs up the wall-clock timeout: set above it
+        # (with room for the spare's own start-up CPU and a late timer), so a plain busy loop
+        # ends as "timeout" and only many busy threads end as "cpu".
+        return int(self.s["cpu_seconds"]) or math.ceil(run.timeout) + 2
 
     def _cpu_exhausted(self, run: Run) -> bool:
         # The hard RLIMIT_CPU (soft + 1 s) ends with SIGKILL when SIGXCPU was ignored.
