@@ -1,6 +1,6 @@
 # Code Actions. `make run` serves on embedded defaults; `make test` runs lint, types and the suite.
 # Each target installs what it needs: virtual environments, packages, and Go, Node, iptables
-# and ffmpeg (user code's pydub needs it, as in the original image) when missing.
+# ffmpeg (user code's pydub needs it, as in the original image) and Chromium when missing.
 
 PYTHON ?= $(shell command -v /usr/bin/python3.11 || command -v python3)
 VENV := .venv
@@ -49,6 +49,8 @@ toolchains:
 	@command -v iptables >/dev/null || [ "$$(id -u)" != 0 ] || \
 		{ $(APT) update -q && $(APT) install -y -q iptables; } || true
 	@command -v ffmpeg >/dev/null || { $(APT) update -q && $(APT) install -y -q ffmpeg; }
+	@# Debian's Chromium for the browser test of /docs (Playwright drives it; no browser download).
+	@command -v chromium >/dev/null || { $(APT) update -q && $(APT) install -y -q chromium; }
 
 clean:
 	rm -rf $(VENV) $(RUNTIME) .mypy_cache .pytest_cache .ruff_cache

@@ -24,8 +24,7 @@ PUBLIC = {
     ("GET", "/metrics"),
     ("GET", "/docs"),
     ("GET", "/openapi.json"),
-    ("GET", "/docs/oauth2-redirect"),
-    ("GET", "/redoc"),
+    ("*", "/docs/assets/{path}"),  # the documentation page's static files
     ("*", "/action/endpoint/{code_id}"),
     ("*", "/endpoint/{code_id}"),
 }

@@ -354,6 +354,14 @@ class RunnerSettings(Group):
         description="Extra Node sandboxes (on top of node_spares) that may stay warm for "
         "repeated runs of the same JavaScript code; each holds one idle Node process.",
     )
+    reuse: bool = env(
+        "RUNNER_REUSE",
+        default=True,
+        description="Keep a sandboxed process after a run that ended normally as the warm "
+        "worker of that code (same code id and source), for its next runs (Python and "
+        "JavaScript; Lambda-style: imported modules stay loaded, temp dirs are wiped and other "
+        "processes killed between runs). false: a fresh process for every run.",
+    )
     ca_file: str = env(
         "RUNNER_CA_FILE",
         default="",

@@ -17,6 +17,7 @@ from codeactions.db.session import create_engine, create_sessionmaker
 from codeactions.errors import install_error_handlers
 from codeactions.http import CorsMiddleware
 from codeactions.logs.store import build_log_store
+from codeactions.ops.docs import install_docs
 from codeactions.ops.health import Health
 from codeactions.ops.logging import RequestContextMiddleware, configure_logging, init_sentry
 from codeactions.ops.metrics import Metrics, MetricsMiddleware
@@ -55,6 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Run small Python, JavaScript and Go programs as flow steps and HTTP endpoints.",
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs, with local assets
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = Metrics(
@@ -70,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestContextMiddleware)
     _include_routers(app)
+    install_docs(app)
     return app
 
 

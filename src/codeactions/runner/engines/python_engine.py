@@ -2,16 +2,24 @@
 
 Stdlib only: the zygote imports this module before forking, so it must stay small. A child gets
 the request as one JSON object and reports on fd 3 as JSON lines (log, result, error).
+
+With reuse (a warm worker kept for repeated runs of the same code, Lambda-style) requests come
+as JSON lines; after each run the child reports {"t": "done", "keep": bool} and, when `keep`,
+waits for the next line. Every run executes the source afresh in a new module namespace.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
 import linecache
 import os
+import signal
+import socket
 import sys
+import tempfile
 import threading
 import traceback
 import types
@@ -259,7 +267,12 @@ def _flush_std() -> None:
             pass
 
 
+# What the last `execute` ended with, for deciding whether its process may serve another run.
+_last_run: dict[str, Any] = {"exit": False, "kind": None}
+
+
 def _fail(channel: Channel, exc: BaseException, message: str | None = None) -> int:
+    _last_run["kind"] = _error_kind(exc)
     try:
         text = message if message is not None else _user_traceback(exc)
     except Exception:
@@ -272,6 +285,7 @@ def _fail(channel: Channel, exc: BaseException, message: str | None = None) -> i
 def execute(request: dict[str, Any], channel: Channel) -> int:
     """Load the user's module as `action`, call `Run(engine)`; returns the exit code."""
     source = str(request.get("source") or "")
+    _last_run["exit"], _last_run["kind"] = False, None
     try:
         engine = Engine(request, channel)
         module = types.ModuleType("action")
@@ -293,6 +307,7 @@ def execute(request: dict[str, Any], channel: Channel) -> int:
             return 1
         run(engine)
     except SystemExit as exc:
+        _last_run["exit"] = True
         if exc.code in (None, 0):
             _flush_std()
             return 0
@@ -356,10 +371,138 @@ def _read_all(fd: int) -> bytes:
         chunks.append(chunk)
 
 
-def serve(stdin_fd: int = 0) -> None:
-    """Child entry point: read the request from stdin until EOF, run it, exit."""
+class _State:
+    """Process-wide state user code may change, put back between two runs of a warm worker."""
+
+    SIGNALS = [
+        sig
+        for sig in range(1, signal.NSIG)
+        if sig not in (signal.SIGKILL, signal.SIGSTOP) and sig < 32
+    ]
+
+    def __init__(self) -> None:
+        self.cwd = os.getcwd()
+        self.environ = dict(os.environ)
+        self.path = list(sys.path)
+        self.recursion = sys.getrecursionlimit()
+        self.umask = os.umask(0o022)
+        os.umask(self.umask)
+        self.handlers: dict[int, Any] = {}
+        for sig in self.SIGNALS:
+            with contextlib.suppress(ValueError, OSError):
+                self.handlers[sig] = signal.getsignal(sig)
+        self.tempdir = tempfile.tempdir
+        self.socket_timeout = socket.getdefaulttimeout()
+
+    def restore(self) -> bool:
+        """Put everything back; False when that is not possible (the worker must not be reused)."""
+        try:
+            os.chdir(self.cwd)
+            if dict(os.environ) != self.environ:
+                os.environ.clear()
+                os.environ.update(self.environ)
+            sys.path[:] = self.path
+            sys.setrecursionlimit(self.recursion)
+            os.umask(self.umask)
+            for sig, handler in self.handlers.items():
+                if signal.getsignal(sig) is not handler and handler is not None:
+                    signal.signal(sig, handler)
+            tempfile.tempdir = self.tempdir
+            socket.setdefaulttimeout(self.socket_timeout)
+            sys.settrace(None)
+            sys.setprofile(None)
+            threading.settrace(None)
+            threading.setprofile(None)
+        except Exception:
+            return False
+        return True
+
+
+def _alone() -> bool:
+    """No thread and no child process of the run outlives it (they could act during the next)."""
+    if threading.active_count() > 1:
+        return False
+    try:
+        if len(os.listdir("/proc/self/task")) > 1:
+            return False
+    except OSError:
+        return False
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return True  # no child at all
+        except OSError:
+            return False
+        if pid == 0:
+            return False  # a child still running
+        # A finished child, collected: look for more.
+
+
+class _Lines:
+    """Request lines from the supervisor's pipe."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffer = b""
+
+    def next(self) -> bytes | None:
+        while b"\n" not in self._buffer:
+            try:
+                chunk = os.read(self._fd, 1 << 20)
+            except InterruptedError:
+                continue
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
+
+
+def _serve_many(stdin_fd: int, channel: Channel) -> None:
+    """A warm worker: one run per request line, while each run leaves nothing behind."""
+    # Requests arrive on a private fd; user code reading its stdin gets EOF, not the next request.
+    requests = _Lines(os.dup(stdin_fd))
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, stdin_fd)
+    os.close(null)
+    state = _State()
+    while True:
+        line = requests.next()
+        if line is None:
+            os._exit(0)  # the supervisor retired this worker
+        try:
+            request = json.loads(line)
+        except Exception as exc:
+            channel.send({"t": "error", "kind": "runner", "message": f"bad request: {exc}"})
+            os._exit(2)
+        # Fresh streams per run: no partial line of a run reaches the next one.
+        sys.stdout = sys.__stdout__ = LogStream(channel, "info", 1)
+        sys.stderr = sys.__stderr__ = LogStream(channel, "error", 2)
+        code = execute(request, channel)
+        _flush_std()
+        sys.modules.pop("action", None)
+        keep = (
+            not _last_run["exit"]
+            and _last_run["kind"] in (None, "exception")
+            and _alone()
+            and state.restore()
+        )
+        channel.send({"t": "done", "code": code, "keep": keep})
+        if not keep:
+            os._exit(code)
+
+
+def serve(stdin_fd: int = 0, reuse: bool = False) -> None:
+    """Child entry point: read the request from stdin until EOF, run it, exit.
+
+    With `reuse`, serve one request line after another instead (see `_serve_many`).
+    """
     channel = Channel()
     sys.argv = [USER_FILE]  # not the zygote's path and arguments
+    if reuse:
+        _serve_many(stdin_fd, channel)
+        return
     sys.stdout = sys.__stdout__ = LogStream(channel, "info", 1)
     sys.stderr = sys.__stderr__ = LogStream(channel, "error", 2)
     try:

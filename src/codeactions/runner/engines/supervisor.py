@@ -21,6 +21,10 @@ the source), Lambda-style: engine.js ends the run with {"t": "done"} instead of 
 supervisor kills every other process of the slot, wipes its temp dirs and hands the next run of
 the same code to it. Any other ending (timeout, memory, CPU, output, signal, a run leaving work
 behind in the event loop) retires the process: slot killed, dir wiped, a fresh spare booted.
+Python children in general slots are kept the same way (python_engine ends a run with
+{"t": "done", "keep": bool}; it says no when the run left threads or child processes behind,
+exited, or failed with a limit), and also retired when their memory grew too much. The `reuse`
+setting turns warm workers off for every language: then each run gets a fresh process.
 """
 
 from __future__ import annotations
@@ -79,9 +83,12 @@ READ_SIZE = 65536
 WARM_IDLE_TTL = 60.0  # an idle warm Node worker is retired after this many seconds
 WARM_MAX_RUNS = 500  # ... and after this many runs
 FRESH = "*"  # in _dispatch: Node spares being booted (no warm key is ever "*")
+FRESH_GENERAL = "**"  # ... and general spares being forked
+WARM_RSS_GROWTH = 0.25  # a warm Python worker whose RSS grew by this share of memory_mb retires
 CPU_POLL = 0.1  # per-run CPU accounting period when RLIMIT_CPU cannot be lowered from here
 NODE_CPU_BUDGET = 3600  # RLIMIT_CPU (seconds) of a Node process over all the runs it serves
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 def log(message: str) -> None:
@@ -445,6 +452,8 @@ class Child:
         self.stdin, self.stdout, self.stderr, self.proto = fds
         self.exit_status: int | None = None
         self.cpu = 0.0
+        self.warm = False  # serves several runs: its stdin stays open between them
+        self.rss_base = 0  # resident bytes before its first run (a warm Python worker)
 
 
 class Run:
@@ -469,9 +478,10 @@ class Run:
         self.timer: list[Any] | None = None
         self.finished = False
         self.done_code: int | None = None  # the child said it is done (before its exit)
+        self.done_keep = False  # ... and that its process may serve another run
         self.cpu_base = 0.0  # CPU seconds the child had used before this run
-        self.warm_key = ""  # code id + source hash: which warm Node worker may run it
-        if self.language == "javascript":
+        self.warm_key = ""  # code id + source hash: which warm worker may run it
+        if self.language in ("javascript", "python"):
             source = str(request.get("source", "")).encode()
             digest = hashlib.sha256(source).hexdigest()
             self.warm_key = f"{request.get('code_id', '')}:{digest}"
@@ -526,6 +536,7 @@ class Supervisor:
         self.s = s
         self.max_log_chars = int(init.get("max_log_chars", 8000))
         self.root = os.geteuid() == 0
+        self.reuse = bool(s.get("reuse", True))
         ca_file = s.get("ca_file") or ""
         if ca_file and os.path.isfile(ca_file):
             # Public CA certificates, not secrets: HTTPS from user code behind a custom CA.
@@ -535,7 +546,7 @@ class Supervisor:
             os.path.join(ENGINES_DIR, "engine.js")
         )
         node_spares = int(s["node_spares"]) if self.node_ok and self.root else 0
-        if node_spares:
+        if node_spares and self.reuse:
             node_spares += int(s.get("node_warm_workers", 0))
         total = int(s["slots"]) + node_spares
         self.capacity = int(s["slots"])
@@ -646,6 +657,7 @@ class Supervisor:
             # A Node process may serve many runs: its RLIMIT_CPU is a budget for its whole
             # life, each run's own limit is enforced by the supervisor (_limit_node_cpu).
             "node_cpu": NODE_CPU_BUDGET,
+            "python_reuse": self.reuse,
             "go_bin_dir": self.go_bin_dir,
             "sandbox_go_dir": SANDBOX_GO_DIR,
             "root": self.root,
@@ -964,10 +976,16 @@ class Supervisor:
         remaining: deque[Run] = deque()
         # Warm workers being cleaned between runs: each may be awaited by one run of its code;
         # Node spares being booted ("*"): each may be awaited by one JavaScript run.
-        recycling: dict[str, int] = {FRESH: 0}
+        recycling: dict[str, int] = {FRESH: 0, FRESH_GENERAL: 0}
         for candidate in self.slots:
             if candidate.state == "recycling":
                 recycling[candidate.warm_key] = recycling.get(candidate.warm_key, 0) + 1
+            elif (
+                candidate.kind == "general"
+                and candidate.state in ("new", "spawning", "starting", "cleaning")
+                and candidate.failures < BROKEN_AFTER
+            ):
+                recycling[FRESH_GENERAL] += 1
             elif (
                 candidate.kind == "node"
                 and candidate.state in ("new", "spawning", "starting", "cleaning")
@@ -984,9 +1002,10 @@ class Supervisor:
         self.pending = remaining
 
     def _pick(self, run: Run, recycling: dict[str, int]) -> Slot | None:
-        if run.language == "javascript":
+        if self.reuse and run.language in ("javascript", "python"):
+            kind = "node" if run.language == "javascript" else "general"
             for slot in self.slots:
-                if slot.state == "warm" and slot.warm_key == run.warm_key:
+                if slot.state == "warm" and slot.kind == kind and slot.warm_key == run.warm_key:
                     assert slot.child is not None
                     used = _process_cpu(slot.child.pid)
                     if used + self._cpu_limit(run) + 2 < NODE_CPU_BUDGET:
@@ -1013,12 +1032,18 @@ class Supervisor:
         for slot in ready:
             if slot.kind == "general":
                 return slot
+        # Every general slot may hold a warm Python worker: the least recently used one of
+        # another code makes room (a fresh spare forks in a few ms).
+        if self._keep_a_fresh_spare(run.warm_key, "general"):
+            recycling[FRESH_GENERAL] += 1
+        if recycling[FRESH_GENERAL] > 0:
+            recycling[FRESH_GENERAL] -= 1
         return None
 
-    def _keep_a_fresh_spare(self, key: str) -> bool:
-        """Retire the least recently used idle warm worker not of `key` when no Node slot is
-        (or is becoming) a fresh spare, so a code without a warm worker still finds one soon."""
-        node = [slot for slot in self.slots if slot.kind == "node"]
+    def _keep_a_fresh_spare(self, key: str, kind: str = "node") -> bool:
+        """Retire the least recently used idle warm worker not of `key` when no slot of `kind`
+        is (or is becoming) a fresh spare, so a code without a warm worker still finds one soon."""
+        node = [slot for slot in self.slots if slot.kind == kind]
         if any(slot.state not in ("busy", "warm", "recycling") for slot in node):
             return False
         idle = [slot for slot in node if slot.state == "warm" and slot.warm_key != key]
@@ -1028,7 +1053,7 @@ class Supervisor:
         return True
 
     def _retire_warm(self, slot: Slot) -> None:
-        """End a warm Node worker: the usual cleaning kills the slot, wipes it, boots a spare."""
+        """End a warm worker: the usual cleaning kills the slot, wipes it, boots a spare."""
         slot.warm_key, slot.warm_runs = "", 0
         if slot.child is not None:
             with contextlib.suppress(OSError):
@@ -1054,18 +1079,30 @@ class Supervisor:
         payload = dict(run.request)
         payload["run_id"] = payload.get("run_id", run.id)
         payload["max_log_chars"] = self.max_log_chars
+        python_warm = self.reuse and run.language == "python" and slot.kind == "general"
         if child.kind == "node":
-            payload["reuse"] = True  # engine.js reports {"t": "done"} instead of exiting
+            # engine.js reports {"t": "done"} instead of exiting
+            payload["reuse"] = self.reuse
+            child.warm = self.reuse
+            self._drain_stale(child)
+            self._limit_node_cpu(run, child, cpu)
+        elif python_warm:
             self._drain_stale(child)
             self._limit_node_cpu(run, child, cpu)
         body = (json.dumps(payload) + "\n").encode()
-        if child.kind == "node":
-            header = b""
+        if child.kind == "node" or child.warm:
+            header = b""  # a warm worker awaits just the next request line
         else:
             if run.language == "javascript":
                 run.argv = self.child_cfg["node_argv"]
-            mode = {"mode": "exec", "argv": run.argv} if run.argv else {"mode": "python"}
+            mode: dict[str, Any] = (
+                {"mode": "exec", "argv": run.argv} if run.argv else {"mode": "python"}
+            )
             mode["cpu"] = cpu
+            if python_warm:
+                mode["reuse"] = True  # python_engine serves request lines until one retires it
+                child.warm = True
+                child.rss_base = _process_rss(child.pid)
             encoded = json.dumps(mode).encode()
             header = struct.pack(">I", len(encoded)) + encoded
         run.pending_stdin = header + body
@@ -1096,8 +1133,8 @@ class Supervisor:
             run.pending_stdin = b""
         if not first:
             self.selector.unregister(child.stdin)
-        if child.kind == "node" and run.slot is not None and run.slot.kind == "node":
-            return  # a Node worker may get further requests on this pipe
+        if child.warm:
+            return  # a warm worker may get further requests on this pipe
         os.close(child.stdin)
         child.stdin = -1
 
@@ -1109,7 +1146,7 @@ class Supervisor:
                     pass
 
     def _limit_node_cpu(self, run: Run, child: Child, seconds: int) -> None:
-        """Per-run CPU limit for a Node worker, whose RLIMIT_CPU counts every run it served.
+        """Per-run CPU limit for a warm worker, whose RLIMIT_CPU counts every run it served.
 
         With CAP_SYS_RESOURCE the supervisor moves the worker's RLIMIT_CPU to what it used so
         far plus this run's allowance (prlimit). A container's root often lacks it (prlimit on
@@ -1196,6 +1233,7 @@ class Supervisor:
             run.error = message
         elif kind == "done":
             run.done_code = int(message.get("code", 0))
+            run.done_keep = bool(message.get("keep", True))
 
     # ---------------------------------------------------------------- ending a run
 
@@ -1280,14 +1318,20 @@ class Supervisor:
         self._dispatch()
 
     def _reusable(self, run: Run, slot: Slot, outcome: dict[str, Any]) -> bool:
-        """Whether the Node worker may serve the next run of the same code."""
+        """Whether the worker may serve the next run of the same code."""
         child = run.child
+        if child is None or not child.warm or not self.reuse:
+            return False
+        if child.kind != "node":
+            # A Python worker whose memory grew much would leave the next run little room.
+            growth = _process_rss(child.pid) - child.rss_base
+            if growth > WARM_RSS_GROWTH * int(self.s["memory_mb"]) * MB:
+                return False
         return (
-            slot.kind == "node"
-            and child is not None
-            and child.kind == "node"
+            (slot.kind == "node") == (child.kind == "node")
             and child.exit_status is None
             and run.done_code is not None
+            and run.done_keep
             and run.reason is None
             and outcome["reason"] in (None, "exception")
             and (run.error is None or run.error.get("kind") == "exception")
@@ -1340,7 +1384,7 @@ class Supervisor:
         slot.warm_used = time.monotonic()
         runs = slot.warm_runs
         self.call_later(WARM_IDLE_TTL, lambda: self._warm_expired(slot, child, runs))
-        self._keep_a_fresh_spare(slot.warm_key)
+        self._keep_a_fresh_spare(slot.warm_key, slot.kind)
         self._dispatch()
 
     def _warm_expired(self, slot: Slot, child: Child, runs: int) -> None:
@@ -1617,6 +1661,15 @@ def _process_cpu(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
     except (OSError, IndexError, ValueError):
         return 0.0
+
+
+def _process_rss(pid: int) -> int:
+    """Resident bytes of a live process; 0 when unknown."""
+    try:
+        with open(f"/proc/{pid}/statm") as handle:
+            return int(handle.read().split()[1]) * PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _sweep_shared_tmp(uid: int) -> None:

@@ -1,9 +1,11 @@
-"""Zygote: a warm interpreter that forks pre-sandboxed, single-use children for the supervisor.
+"""Zygote: a warm interpreter that forks pre-sandboxed children for the supervisor.
 
 Stdlib only, started by the supervisor with an empty environment as `python -I zygote.py <fd>`.
 It never sees request data (requests go from the supervisor straight to the child's stdin), so a
-child's inherited memory holds nothing of other tenants. Each child is sandboxed before it waits
-for its request: own session, cgroups, namespaces, rlimits, uid, private dir.
+child's inherited memory holds nothing of other tenants. A Python child serves one run, or with
+reuse several runs of the same code (the supervisor keeps it as that code's warm worker). Each
+child is sandboxed before it waits for its request: own session, cgroups, namespaces, rlimits,
+uid, private dir.
 
 Messages on the SOCK_SEQPACKET socket <fd> (one JSON object per message):
   supervisor -> zygote  {"op": "config", ...} once, then {"op": "spawn", "slot": i, "kind": "python"|"node"}
@@ -411,16 +413,21 @@ def _child(cfg: dict, slot: dict, kind: str, fds: list[int]) -> None:
     if kind == "node":
         _set_cpu_limit(cfg["node_cpu"])
         _exec(cfg["node_argv"], env)
+    if cfg.get("python_reuse"):
+        # This child may become a warm worker serving many runs: its RLIMIT_CPU is a budget for
+        # its whole life, each run's own limit is set by the supervisor (as for Node).
+        _set_cpu_limit(cfg["node_cpu"])
     # A general spare: a length-prefixed header says what to become, the request follows.
     try:
         (size,) = struct.unpack(">I", _read_exact(0, 4))
         header = json.loads(_read_exact(0, size))
     except Exception:
         os._exit(0)  # the supervisor retired this spare without a run
-    _set_cpu_limit(int(header.get("cpu", 300)))
+    if not header.get("reuse"):
+        _set_cpu_limit(int(header.get("cpu", 300)))
     if header.get("mode") == "exec":
         _exec(header["argv"], env)
-    python_engine.serve(0)
+    python_engine.serve(0, reuse=bool(header.get("reuse")))
 
 
 class Zygote:
