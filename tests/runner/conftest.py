@@ -48,7 +48,8 @@ async def runner(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sand
 
 def request(source: str, language: Language = "python", **fields: Any) -> RunRequest:
     fields.setdefault("timeout", 10.0)
-    return RunRequest(run_id="run-1", code_id="code-1", language=language, source=source, **fields)
+    fields.setdefault("code_id", "code-1")
+    return RunRequest(run_id="run-1", language=language, source=source, **fields)
 
 
 @pytest.fixture

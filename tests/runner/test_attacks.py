@@ -245,12 +245,14 @@ def Run(engine):
     assert json.loads(outcome.result) == []
     assert (await first).ok
     # And the next run in any slot starts with an empty dir.
-    for _ in range(SLOTS + 1):
+    for index in range(SLOTS + 1):
         # Only what runs wrote counts: a checkout under /tmp stays visible as root-owned dirs.
+        # A code of its own each time: one code's runs would all go to its warm worker.
         outcome = await run_code(
             "import os\ndef Run(engine):\n"
             "    names = [os.path.join(d, n) for d in ('.', '/tmp') for n in os.listdir(d)]\n"
-            "    engine.result.set(sorted(n for n in names if os.lstat(n).st_uid != 0))\n"
+            "    engine.result.set(sorted(n for n in names if os.lstat(n).st_uid != 0))\n",
+            code_id=f"empty-dir-{index}",
         )
         assert outcome.result == "[]"
 

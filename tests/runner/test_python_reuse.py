@@ -9,6 +9,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from codeactions.config import LogSettings
 from codeactions.runner.base import RunOutcome, RunRequest
 from codeactions.runner.sandbox import SandboxRunner
@@ -267,7 +269,7 @@ def Run(engine):
 
 async def test_the_cpu_limit_is_per_run_in_a_warm_worker(tmp_path: Path) -> None:
     sandbox = SandboxRunner(
-        runner_settings(tmp_path, uid_base=UID_BASE + 50, slots=1, node_spares=0, cpu_seconds=1),
+        runner_settings(tmp_path, uid_base=UID_BASE + 70, slots=1, node_spares=0, cpu_seconds=1),
         LogSettings(),
     )
     await sandbox.start()
@@ -282,12 +284,12 @@ async def test_the_cpu_limit_is_per_run_in_a_warm_worker(tmp_path: Path) -> None
         assert after["pid"] not in pids
     finally:
         await sandbox.close()
-    assert sandbox_pids(UID_BASE + 50, 2) == []
+    assert sandbox_pids(UID_BASE + 70, 2) == []
 
 
 async def test_with_reuse_off_every_run_gets_a_fresh_process(tmp_path: Path) -> None:
     sandbox = SandboxRunner(
-        runner_settings(tmp_path, uid_base=UID_BASE + 60, slots=2, node_spares=0, reuse=False),
+        runner_settings(tmp_path, uid_base=UID_BASE + 80, slots=2, node_spares=0, reuse=False),
         LogSettings(),
     )
     await sandbox.start()
@@ -297,4 +299,49 @@ async def test_with_reuse_off_every_run_gets_a_fresh_process(tmp_path: Path) -> 
         assert len(set(pids)) == 3
     finally:
         await sandbox.close()
-    assert sandbox_pids(UID_BASE + 60, 2) == []
+    assert sandbox_pids(UID_BASE + 80, 2) == []
+
+
+async def test_a_pending_alarm_of_a_run_does_not_fire_in_the_next(runner: SandboxRunner) -> None:
+    source = """
+import os, signal, time
+def Run(engine):
+    if engine.params.get("mode") == "alarm":
+        signal.signal(signal.SIGALRM, lambda *_: print("alarm of run 1"))
+        signal.alarm(1)
+    else:
+        time.sleep(1.5)
+    engine.result.set({"pid": os.getpid()})
+"""
+    code = new_code()
+    first = data(await run_py(runner, code, source, mode="alarm"))
+    second_outcome = await run_py(runner, code, source)
+    assert data(second_outcome)["pid"] == first["pid"]
+    assert second_outcome.logs == []
+
+
+@pytest.mark.skipif(not Path("/usr/bin/node").exists(), reason="node is not installed")
+async def test_with_reuse_off_javascript_runs_get_a_fresh_process_too(tmp_path: Path) -> None:
+    sandbox = SandboxRunner(
+        runner_settings(tmp_path, uid_base=UID_BASE + 90, slots=1, node_spares=1, reuse=False),
+        LogSettings(),
+    )
+    await sandbox.start()
+    try:
+        code = new_code()
+        source = "function Run(engine) { engine.result.set({ pid: process.pid }); }\n"
+        pids = set()
+        for _ in range(3):
+            outcome = await sandbox.run(
+                RunRequest(
+                    run_id=str(uuid.uuid4()),
+                    code_id=code,
+                    language="javascript",
+                    source=source,
+                    timeout=10,
+                )
+            )
+            pids.add(data(outcome)["pid"])
+        assert len(pids) == 3
+    finally:
+        await sandbox.close()

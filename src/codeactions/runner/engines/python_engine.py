@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import io
 import json
 import linecache
@@ -393,10 +394,21 @@ class _State:
                 self.handlers[sig] = signal.getsignal(sig)
         self.tempdir = tempfile.tempdir
         self.socket_timeout = socket.getdefaulttimeout()
+        self.mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        self.gc = gc.isenabled()
 
     def restore(self) -> bool:
         """Put everything back; False when that is not possible (the worker must not be reused)."""
         try:
+            # Timers of the run must not fire during the next one.
+            signal.alarm(0)
+            for timer in (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF):
+                signal.setitimer(timer, 0)
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
+            if signal.sigpending():
+                return False  # a signal of the run still waits to be delivered
+            if gc.isenabled() != self.gc:
+                (gc.enable if self.gc else gc.disable)()
             os.chdir(self.cwd)
             if dict(os.environ) != self.environ:
                 os.environ.clear()

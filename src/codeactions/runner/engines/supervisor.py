@@ -84,7 +84,10 @@ WARM_IDLE_TTL = 60.0  # an idle warm Node worker is retired after this many seco
 WARM_MAX_RUNS = 500  # ... and after this many runs
 FRESH = "*"  # in _dispatch: Node spares being booted (no warm key is ever "*")
 FRESH_GENERAL = "**"  # ... and general spares being forked
-WARM_RSS_GROWTH = 0.25  # a warm Python worker whose RSS grew by this share of memory_mb retires
+# A warm Python worker retires when its RSS grew by this share of memory_mb since its first run
+# (which may import libraries), or reaches WARM_RSS_MAX of it: the next run needs room.
+WARM_RSS_GROWTH = 0.25
+WARM_RSS_MAX = 0.5
 CPU_POLL = 0.1  # per-run CPU accounting period when RLIMIT_CPU cannot be lowered from here
 NODE_CPU_BUDGET = 3600  # RLIMIT_CPU (seconds) of a Node process over all the runs it serves
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -453,7 +456,7 @@ class Child:
         self.exit_status: int | None = None
         self.cpu = 0.0
         self.warm = False  # serves several runs: its stdin stays open between them
-        self.rss_base = 0  # resident bytes before its first run (a warm Python worker)
+        self.rss_base = 0  # resident bytes after its first run (a warm Python worker)
 
 
 class Run:
@@ -680,6 +683,11 @@ class Supervisor:
         else:
             self.warnings.append(f"no seccomp filter for {platform.machine()}")
         layers.append("rlimits, own session, no_new_privs, empty env, private dir")
+        layers.append(
+            "warm worker per code between its runs (other processes killed, temp dirs wiped)"
+            if self.reuse
+            else "a fresh process for every run"
+        )
         self.status = {
             "isolation": "; ".join(layers),
             "network": net_desc,
@@ -1102,7 +1110,6 @@ class Supervisor:
             if python_warm:
                 mode["reuse"] = True  # python_engine serves request lines until one retires it
                 child.warm = True
-                child.rss_base = _process_rss(child.pid)
             encoded = json.dumps(mode).encode()
             header = struct.pack(">I", len(encoded)) + encoded
         run.pending_stdin = header + body
@@ -1324,8 +1331,9 @@ class Supervisor:
             return False
         if child.kind != "node":
             # A Python worker whose memory grew much would leave the next run little room.
-            growth = _process_rss(child.pid) - child.rss_base
-            if growth > WARM_RSS_GROWTH * int(self.s["memory_mb"]) * MB:
+            rss, limit = _process_rss(child.pid), int(self.s["memory_mb"]) * MB
+            child.rss_base = child.rss_base or rss
+            if rss - child.rss_base > WARM_RSS_GROWTH * limit or rss > WARM_RSS_MAX * limit:
                 return False
         return (
             (slot.kind == "node") == (child.kind == "node")
