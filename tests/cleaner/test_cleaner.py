@@ -178,10 +178,13 @@ async def test_only_one_redis_replica_holds_the_lock_and_release_frees_it(
 
 
 async def test_lock_refresh_keeps_out_a_second_replica(
-    redis_clients: list[Any], make_settings: Callable[..., Settings]
+    redis_clients: list[Any], sqlite_url: str
 ) -> None:
+    # The Redis lock serves SQLite deployments (PostgreSQL ones use an advisory lock).
     key = f"test-cleaner-{uuid.uuid4()}"
-    settings = make_settings(cleaner=CleanerSettings(batch_size=5))
+    settings = Settings(
+        database=DatabaseSettings(url=sqlite_url), cleaner=CleanerSettings(batch_size=5)
+    )
     maker = create_sessionmaker(create_engine(settings.database))
     store = SlowLogStore(5, 0.2)  # ~1.2 s of cleaning; the lock's TTL is 0.3 s
     first = slow_cleaner(settings, maker, RedisLock(redis_clients[0], key, ttl=0.3), store)
@@ -199,11 +202,12 @@ async def test_lock_refresh_keeps_out_a_second_replica(
     assert await redis_clients[0].exists(key) == 0
 
 
-async def test_a_lost_redis_lock_stops_the_clean(
-    redis_clients: list[Any], make_settings: Callable[..., Settings]
-) -> None:
+async def test_a_lost_redis_lock_stops_the_clean(redis_clients: list[Any], sqlite_url: str) -> None:
+    # The Redis lock serves SQLite deployments (PostgreSQL ones use an advisory lock).
     key = f"test-cleaner-{uuid.uuid4()}"
-    settings = make_settings(cleaner=CleanerSettings(batch_size=5))
+    settings = Settings(
+        database=DatabaseSettings(url=sqlite_url), cleaner=CleanerSettings(batch_size=5)
+    )
     maker = create_sessionmaker(create_engine(settings.database))
     store = SlowLogStore(50, 0.1)
     cleaner = slow_cleaner(settings, maker, RedisLock(redis_clients[0], key, ttl=0.3), store)
