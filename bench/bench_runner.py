@@ -103,9 +103,7 @@ async def main() -> None:
             # Paced: a spare is always ready, so this is what one request pays (the hand-off).
             await measure("SandboxRunner, 20 ms apart", 1, args.runs // 2, sandboxed, pause=0.02)
             for concurrency in (1, 8):
-                await measure(
-                    "SandboxRunner (pre-forked zygote)", concurrency, args.runs, sandboxed
-                )
+                await measure("SandboxRunner, same code", concurrency, args.runs, sandboxed)
         finally:
             await runner.close()
 
