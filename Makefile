@@ -1,18 +1,19 @@
 # Code Actions. `make run` serves on embedded defaults; `make test` runs lint, types and the suite.
-# Each target installs what it needs: virtual environments, packages, and Go, Node, iptables
-# ffmpeg (user code's pydub needs it, as in the original image) and Chromium when missing.
+# Each target installs what it needs: virtual environments, packages, and Go, Node, iptables and
+# ffmpeg (user code's pydub needs it, as in the original image) when missing; `make test` also
+# installs Debian's Chromium for the browser test.
 
 PYTHON ?= $(shell command -v /usr/bin/python3.11 || command -v python3)
 VENV := .venv
 RUNTIME := .venv-runtime
 APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
-.PHONY: run test lint typecheck pytest bench deps toolchains clean
+.PHONY: run test lint typecheck pytest bench deps toolchains browser clean
 
 run: deps
 	$(VENV)/bin/codeactions serve
 
-test: deps lint typecheck pytest
+test: deps browser lint typecheck pytest
 
 lint: deps
 	$(VENV)/bin/ruff check src tests bench
@@ -21,8 +22,12 @@ lint: deps
 typecheck: deps
 	$(VENV)/bin/mypy
 
-pytest: deps
+pytest: deps browser
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# Debian's Chromium for the browser test of /docs (Playwright drives it; no browser download).
+browser:
+	@command -v chromium >/dev/null || { $(APT) update -q && $(APT) install -y -q chromium; }
 
 bench: deps
 	$(VENV)/bin/python bench/bench_runner.py
@@ -49,8 +54,6 @@ toolchains:
 	@command -v iptables >/dev/null || [ "$$(id -u)" != 0 ] || \
 		{ $(APT) update -q && $(APT) install -y -q iptables; } || true
 	@command -v ffmpeg >/dev/null || { $(APT) update -q && $(APT) install -y -q ffmpeg; }
-	@# Debian's Chromium for the browser test of /docs (Playwright drives it; no browser download).
-	@command -v chromium >/dev/null || { $(APT) update -q && $(APT) install -y -q chromium; }
 
 clean:
 	rm -rf $(VENV) $(RUNTIME) .mypy_cache .pytest_cache .ruff_cache
