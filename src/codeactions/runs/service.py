@@ -16,6 +16,7 @@ from codeactions.auth.permissions import authorize
 from codeactions.auth.principals import Principal, Role
 from codeactions.codes.cache import CodeCache
 from codeactions.codes.repository import get_by_any_id, is_object_id, parse_uuid
+from codeactions.codes.service import MAX_PAGE, parse_page_number
 from codeactions.db.models import Code, CodeRun, utcnow
 from codeactions.errors import (
     AppError,
@@ -486,18 +487,6 @@ def parse_time(value: str | None, name: str) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-def parse_int(value: str | None, name: str, *, default: int, low: int, high: int) -> int:
-    if value is None or value == "":
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise BadRequest(f"invalid {name} parameter") from None
-    if not low <= number <= high:
-        raise BadRequest(f"invalid {name} parameter")
-    return number
-
-
 @dataclass
 class RunPage:
     runs: list[CodeRun]
@@ -525,8 +514,8 @@ async def list_runs(
         raise BadRequest("valid code_id is required")
     since = parse_time(after, "after")
     until = parse_time(before, "before")
-    number = parse_int(page, "page", default=1, low=1, high=10**9)
-    size = parse_int(page_size, "page_size", default=100, low=1, high=1000)
+    number = parse_page_number(page, name="page", default=1, maximum=MAX_PAGE)
+    size = parse_page_number(page_size, name="page_size", default=100, maximum=1000)
 
     code_uuid: uuid.UUID | None
     code = await get_by_any_id(session, code_id)
