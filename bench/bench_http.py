@@ -95,9 +95,18 @@ async def measure(
 
 
 class Server:
-    """`codeactions serve` in a subprocess, on its own database and work dir."""
+    """`codeactions serve` in a subprocess, on its own database and work dir; with `src`, the
+    `codeactions` package of another checkout's `src` dir (bench_layers.py compares two)."""
 
-    def __init__(self, workdir: Path, port: int, database_url: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int,
+        database_url: str,
+        *,
+        src: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log = open(workdir / "server.log", "wb")  # noqa: SIM115 - closed in stop()
@@ -108,12 +117,21 @@ class Server:
             "CODEACTIONS_DATABASE_URL": database_url or f"sqlite:///{workdir / 'bench.db'}",
             "CODEACTIONS_AUTH_TOKEN": TOKEN,
             "CODEACTIONS_RATELIMIT_MAX_REQUESTS": "100000000",
+            # One code is measured: let it use every slot, as the figures always did.
+            "CODEACTIONS_PROJECT_MAX_CONCURRENCY": "64",
+            "CODEACTIONS_PROJECT_MAX_QUEUED": "1000",
             "CODEACTIONS_RUNNER_WORK_DIR": str(workdir / "runner"),
             "CODEACTIONS_LOG_LEVEL": "warning",
             "CODEACTIONS_CLEANER_ENABLED": "false",
+            "CODEACTIONS_RUNNER_PYTHON": str(RUNTIME_PYTHON),
+            **(env or {}),
         }
+        argv = [str(ROOT / ".venv" / "bin" / "codeactions"), "serve"]
+        if src is not None:
+            env["PYTHONPATH"] = str(src)
+            argv = [sys.executable, "-m", "codeactions.cli", "serve"]
         self.process = subprocess.Popen(
-            [str(ROOT / ".venv" / "bin" / "codeactions"), "serve"],
+            argv,
             env=env,
             cwd=workdir,
             stdout=self.log,

@@ -70,7 +70,13 @@ class ServerSettings(Group):
         "METRICS_CODE_LABELS",
         default=False,
         description="Fill the `code_id` label of the `ca_*` metrics (one series per code: "
-        "unbounded); by default it is empty and only `project_uuid` is set.",
+        "unbounded, and public like all of `/metrics`); by default it is empty.",
+    )
+    metrics_project_labels: bool = env(
+        "METRICS_PROJECT_LABELS",
+        default=False,
+        description="Fill the `project_uuid` label of the `ca_*` metrics; by default it is "
+        "empty, since the anonymous `/metrics` would list every tenant.",
     )
 
     @field_validator("cors_origins", mode="before")
@@ -287,6 +293,33 @@ class RunnerSettings(Group):
         ge=0,
         description="Runs that may wait for a slot; more answer 503.",
     )
+    project_max_concurrency: int = env(
+        "PROJECT_MAX_CONCURRENCY",
+        default=0,
+        ge=0,
+        description="Runs of one project executing at once, so no tenant takes every slot; "
+        "0: half the slots, at least 1.",
+    )
+    project_max_queued: int = env(
+        "PROJECT_MAX_QUEUED",
+        default=0,
+        ge=0,
+        description="Runs of one project waiting for a slot; more answer 429 at once. "
+        "0: a quarter of the queue size, at least 1.",
+    )
+    code_max_concurrency: int = env(
+        "CODE_MAX_CONCURRENCY",
+        default=0,
+        ge=0,
+        description="Runs of one code executing at once; 0: the same as its project's.",
+    )
+    code_max_queued: int = env(
+        "CODE_MAX_QUEUED",
+        default=0,
+        ge=0,
+        description="Runs of one code waiting for a slot; more answer 429 at once. "
+        "0: the same as its project's.",
+    )
     memory_mb: int = env(
         "RUNNER_MEMORY_MB",
         default=256,
@@ -319,6 +352,14 @@ class RunnerSettings(Group):
         default="public",
         description="`public`: egress allowed except loopback/private/link-local; `off`: none.",
     )
+    network_namespaces: bool = env(
+        "RUNNER_NETWORK_NAMESPACES",
+        default=True,
+        description="With `public` network: give each sandbox slot its own network namespace "
+        "(a veth pair to the host, NAT; it sees only its own sockets; turns on IPv4 forwarding "
+        "for those veths and the uplink). false, or where it cannot be set up: sandboxes share "
+        "the host's namespace behind an iptables filter on their uids.",
+    )
     uid_base: int = env(
         "RUNNER_UID_BASE",
         default=64000,
@@ -344,6 +385,39 @@ class RunnerSettings(Group):
         default="/usr/bin/go",
         description="Go toolchain for Go codes (compiled when saved).",
     )
+    go_build_jobs: int = env(
+        "RUNNER_GO_BUILD_JOBS",
+        default=2,
+        ge=1,
+        le=16,
+        description="Go compiles running at once; more wait their turn.",
+    )
+    go_build_memory_mb: int = env(
+        "RUNNER_GO_BUILD_MEMORY_MB",
+        default=512,
+        ge=128,
+        description="Memory limit of one Go compile (the toolchain's whole process tree).",
+    )
+    go_build_seconds: int = env(
+        "RUNNER_GO_BUILD_SECONDS",
+        default=60,
+        ge=5,
+        description="Wall-clock limit of one Go compile, and CPU-time limit of each of its "
+        "processes.",
+    )
+    go_build_output_mb: int = env(
+        "RUNNER_GO_BUILD_OUTPUT_MB",
+        default=64,
+        ge=8,
+        description="Largest file a Go compile may write (the binary or a build-cache entry).",
+    )
+    go_cache_mb: int = env(
+        "RUNNER_GO_CACHE_MB",
+        default=1024,
+        ge=128,
+        description="Disk kept for compiled Go binaries and the Go build cache; the least "
+        "recently used are evicted beyond it.",
+    )
     node_spares: int = env(
         "RUNNER_NODE_SPARES", default=2, ge=0, description="Booted Node processes kept ready."
     )
@@ -368,6 +442,23 @@ class RunnerSettings(Group):
         description="CA bundle user code trusts for HTTPS; empty: the service's own "
         "`SSL_CERT_FILE` when set, else each library's default.",
     )
+
+    # The caps in force, with the defaults of the settings above worked out.
+    @property
+    def project_concurrency(self) -> int:
+        return self.project_max_concurrency or max(1, self.slots // 2)
+
+    @property
+    def project_queued(self) -> int:
+        return self.project_max_queued or max(1, self.queue_size // 4)
+
+    @property
+    def code_concurrency(self) -> int:
+        return self.code_max_concurrency or self.project_concurrency
+
+    @property
+    def code_queued(self) -> int:
+        return self.code_max_queued or self.project_queued
 
     @field_validator("ca_file")
     @classmethod

@@ -91,6 +91,15 @@ class QueueFull(AppError):
     message = "workerpool queue is full"
 
 
+class TooManyWaiting(AppError):
+    """The run's project or code already has as many runs waiting for a slot as it may."""
+
+    status_code = 429
+
+    def __init__(self, of: str) -> None:
+        super().__init__(f"too many runs of this {of} waiting", headers={"Retry-After": "1"})
+
+
 class Unavailable(AppError):
     status_code = 503
     message = "Service Unavailable"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from codeactions.errors import PayloadTooLarge
+from codeactions.errors import BadRequest, PayloadTooLarge
 
 ALLOW_METHODS = "GET,HEAD,PUT,PATCH,POST,DELETE"
 # Headers a browser script may read from our answers (pagination and rate limits).
@@ -132,3 +134,17 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge()
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def parse_json(raw: bytes, *, expected: str = "JSON") -> Any:
+    """A JSON document sent by a caller; anything else is a 400 `invalid body: expected ...`.
+
+    Nesting deeper than the parser's stack (`[[[[...`) raises RecursionError, which is not a
+    ValueError: left alone, it would be a 500.
+    """
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise BadRequest("invalid body: JSON nested too deeply") from None
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise BadRequest(f"invalid body: expected {expected}") from None

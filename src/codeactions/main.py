@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics(
         code_labels=settings.server.metrics_code_labels,
+        project_labels=settings.server.metrics_project_labels,
         workers=settings.runner.slots,
         queue_capacity=settings.runner.queue_size,
     )
@@ -108,7 +109,7 @@ async def _start_components(app: FastAPI, settings: Settings, stack: AsyncExitSt
 
 async def _start_execution(app: FastAPI, settings: Settings, stack: AsyncExitStack) -> None:
     """The runner, the bounded run queue, in-flight runs drained on shutdown, the run reaper."""
-    from codeactions.runs.queue import RunQueue
+    from codeactions.runs.queue import Caps, RunQueue
     from codeactions.runs.reaper import run_reaper
     from codeactions.runs.service import DisabledRunner
 
@@ -121,9 +122,12 @@ async def _start_execution(app: FastAPI, settings: Settings, stack: AsyncExitSta
     await app.state.runner.start()
     # Read at shutdown: tests may swap the runner after start.
     stack.push_async_callback(lambda: app.state.runner.close())
+    runner = settings.runner
     app.state.run_queue = RunQueue(
-        slots=settings.runner.slots,
-        queue_size=settings.runner.queue_size,
+        slots=runner.slots,
+        queue_size=runner.queue_size,
+        project=Caps(running=runner.project_concurrency, waiting=runner.project_queued),
+        code=Caps(running=runner.code_concurrency, waiting=runner.code_queued),
         metrics=app.state.metrics,
     )
     app.state.run_tasks = set()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import codeactions
+from codeactions.runner.wire import child_request
 
 ENGINES = Path(codeactions.__file__).parent / "runner" / "engines"
 ENGINE_JS = ENGINES / "engine.js"
@@ -56,6 +57,12 @@ def make_request(**overrides: Any) -> dict[str, Any]:
     return request
 
 
+def encode_request(request: dict[str, Any]) -> bytes:
+    """A request as the supervisor writes it to a child: the line, then the raw body."""
+    fields = dict(request)
+    return child_request(fields, str(fields.pop("body", "")).encode())
+
+
 @dataclass
 class Child:
     """A started engine process that has not been given its request yet."""
@@ -87,9 +94,7 @@ class Child:
     def send(self, request: dict[str, Any], timeout: float = 20) -> ChildRun:
         reader = threading.Thread(target=self._read_events)
         reader.start()
-        stdout, stderr = self.process.communicate(
-            (json.dumps(request) + "\n").encode(), timeout=timeout
-        )
+        stdout, stderr = self.process.communicate(encode_request(request), timeout=timeout)
         reader.join(timeout)
         return ChildRun(
             events=self.events,

@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from tests.engines.child import ENGINE_JS, NODE, Child, ChildRun, make_request, run_child
+from tests.engines.child import (
+    ENGINE_JS,
+    NODE,
+    Child,
+    ChildRun,
+    encode_request,
+    make_request,
+    run_child,
+)
 
 
 def run_js(source: str, **request: Any) -> ChildRun:
@@ -285,11 +293,11 @@ def test_large_request_arriving_in_many_chunks_is_read_whole() -> None:
 def run_reused(*sources: str) -> tuple[list[dict[str, Any]], int]:
     """Several requests to one engine process, as a warm worker gets them."""
     read_fd, write_fd = os.pipe()
-    lines = "".join(json.dumps(make_request(source=src, reuse=True)) + "\n" for src in sources)
+    requests = b"".join(encode_request(make_request(source=src, reuse=True)) for src in sources)
     try:
         done = subprocess.run(
             [NODE, str(ENGINE_JS)],
-            input=lines.encode(),
+            input=requests,
             capture_output=True,
             pass_fds=(3,),
             preexec_fn=lambda: os.dup2(write_fd, 3),

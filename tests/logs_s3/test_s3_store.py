@@ -102,6 +102,18 @@ async def test_a_run_is_one_object_in_the_original_layout(
     assert body[0]["created_at"].endswith("+00:00")
 
 
+async def test_lines_with_lone_surrogates_and_nul_are_written_replaced(
+    make_store: Callable[..., S3LogStore],
+) -> None:
+    store = make_store()
+    entries = lines(2)
+    entries[0].content, entries[1].content = "lone \ud800", "nul \x00"
+    await store.write(entries)
+    found, total = await store.list(LogQuery(run_id=entries[0].run_id))
+    assert total == 2
+    assert sorted(e.content for e in found) == ["lone \ufffd", "nul \ufffd"]
+
+
 async def test_empty_prefix_keys_start_with_a_slash(
     make_store: Callable[..., S3LogStore], raw: Any
 ) -> None:

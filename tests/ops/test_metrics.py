@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 import httpx
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
+from codeactions.config import ServerSettings, Settings
+from codeactions.main import create_app
 from codeactions.ops.metrics import Metrics
 from tests.conftest import ADMIN
+from tests.runs.conftest import OTHER_PROJECT, PROJECT, FakeRunner
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -119,7 +123,10 @@ async def test_methods_and_hosts_chosen_by_callers_stay_bounded(client: httpx.As
     assert value(text, "codeactions_requests_total", method="OTHER") == 30
 
 
-async def test_run_metrics_keep_the_original_names_without_code_labels(app: FastAPI) -> None:
+async def test_run_metrics_keep_the_original_names_without_code_labels(
+    make_settings: Callable[..., Settings],
+) -> None:
+    app = create_app(make_settings(server=ServerSettings(metrics_project_labels=True)))
     metrics: Metrics = app.state.metrics
     metrics.run_finished(
         project_uuid="p1",
@@ -178,7 +185,7 @@ async def test_run_metrics_keep_the_original_names_without_code_labels(app: Fast
 
 
 def test_code_labels_are_filled_when_asked() -> None:
-    metrics = Metrics(code_labels=True)
+    metrics = Metrics(code_labels=True, project_labels=True)
     metrics.code_created(project_uuid="p1", code_id="c1")
     assert metrics.ca_code_created.value("p1", "c1") == 1
 
@@ -188,3 +195,45 @@ async def test_metrics_are_per_app(app: FastAPI, client: httpx.AsyncClient) -> N
     other.rate_limited()
     text = await scrape(client)
     assert value(text, "codeactions_rate_limited_total") == 0
+
+
+async def scrape_after_runs_of_two_projects(settings: Settings) -> str:
+    """Codes of two projects created and run through the API, then `/metrics` read anonymously."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        app.state.runner = FakeRunner()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            for project in (PROJECT, OTHER_PROJECT):
+                created = await client.post(
+                    "/code",
+                    params={
+                        "project_uuid": project,
+                        "name": "n",
+                        "language": "python",
+                        "type": "endpoint",
+                    },
+                    content="def Run(engine):\n    engine.result.set('ok')\n",
+                    headers=ADMIN,
+                )
+                assert created.status_code == 201, created.text
+                ran = await client.get(f"/action/endpoint/{created.json()['id']}")
+                assert ran.status_code == 200, ran.text
+            return await scrape(client)
+
+
+async def test_anonymous_metrics_name_no_project(make_settings: Callable[..., Settings]) -> None:
+    text = await scrape_after_runs_of_two_projects(make_settings())
+    assert PROJECT not in text and OTHER_PROJECT not in text
+    # The same series and label names as before, the label left empty.
+    assert 'ca_run_count{code_id="",project_uuid=""} 2.0' in text
+    assert 'ca_code_created_count{code_id="",project_uuid=""} 2.0' in text
+    assert value(text, "ca_run_elapsed_count", project_uuid="") == 2
+
+
+async def test_project_labels_are_filled_when_asked(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(server=ServerSettings(metrics_project_labels=True))
+    text = await scrape_after_runs_of_two_projects(settings)
+    for project in (PROJECT, OTHER_PROJECT):
+        assert f'ca_run_count{{code_id="",project_uuid="{project}"}} 1.0' in text
+        assert value(text, "ca_run_elapsed_count", project_uuid=project) == 1

@@ -14,7 +14,7 @@ from codeactions.runner.base import RunLogLine, RunOutcome, RunRequest
 from codeactions.runs import repository as run_repository
 from codeactions.runs import service as run_service
 from tests.conftest import ADMIN
-from tests.runs.conftest import Api, StartApi
+from tests.runs.conftest import OTHER_PROJECT, PROJECT, Api, StartApi
 
 
 async def logs_of(api: Api, query: LogQuery) -> tuple[list[Any], int]:
@@ -297,6 +297,39 @@ async def test_full_queue_answers_503(start_api: StartApi) -> None:
     assert len(api.runner.calls) == 1
     # the slot is free again
     assert (await api.client.get(f"/action/endpoint/{code.id}")).status_code == 200
+
+
+async def test_a_project_over_its_waiting_cap_gets_429_while_others_still_run(
+    start_api: StartApi,
+) -> None:
+    # 2 slots and 8 waiting places: a project may run 1 and keep 2 waiting.
+    api = await start_api(runner=RunnerSettings(enabled=False, slots=2, queue_size=8))
+    flooded = await api.add_code(project_uuid=PROJECT)
+    other = await api.add_code(project_uuid=OTHER_PROJECT)
+    release = asyncio.Event()
+
+    async def behaviour(request: RunRequest) -> RunOutcome:
+        if request.code_id == str(flooded.id):
+            await release.wait()
+        return RunOutcome(ok=True, result=request.code_id)
+
+    api.runner.behaviour = behaviour
+    flood = [
+        asyncio.create_task(api.client.get(f"/action/endpoint/{flooded.id}")) for _ in range(20)
+    ]
+    pending = set(flood)
+    async with asyncio.timeout(10):
+        while len(pending) > 3:  # all answered but the 1 running and the 2 waiting
+            _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+    answer = await api.client.get(f"/action/endpoint/{other.id}")
+    assert (answer.status_code, answer.text) == (200, str(other.id))
+    release.set()
+    responses = await asyncio.gather(*flood)
+    assert sorted(r.status_code for r in responses) == [200] * 3 + [429] * 17
+    refused = next(r for r in responses if r.status_code == 429)
+    assert refused.json() == {"message": "too many runs of this project waiting"}
+    assert refused.headers["Retry-After"] == "1"
+    assert len(api.runner.calls) == 4
 
 
 async def test_timeout_answers_408_and_fails_the_run(

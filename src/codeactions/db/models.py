@@ -21,12 +21,47 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
 
-JsonType = JSON().with_variant(JSONB(), "postgresql")
+from codeactions.db.text import storable_json, storable_text
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class _Storable(TypeDecorator[str]):
+    """Text of any origin, written as both databases store it (see `storable_text`); values
+    compared with the column in queries are cleaned the same way, so lookups match."""
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else storable_text(value)
+
+
+class StorableText(_Storable):
+    impl = Text
+    cache_ok = True
+
+
+class StorableString(_Storable):
+    impl = String
+    cache_ok = True
+
+
+class StorableJson(TypeDecorator[Any]):
+    """JSON (jsonb on PostgreSQL) written as both databases store it (see `storable_json`)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        return dialect.type_descriptor(JSONB() if dialect.name == "postgresql" else JSON())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return storable_json(value)
+
+
+JsonType = StorableJson()
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -112,10 +147,10 @@ class CodeRun(Timestamped, Base):
     code_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
     code_mongo_id: Mapped[str | None] = mapped_column(Text, default=None)
     status: Mapped[str] = mapped_column(String(50), nullable=False)
-    result: Mapped[str | None] = mapped_column(Text, default="")
+    result: Mapped[str | None] = mapped_column(StorableText, default="")
     extra: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
     params: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
-    body: Mapped[str | None] = mapped_column(Text, default="")
+    body: Mapped[str | None] = mapped_column(StorableText, default="")
     headers: Mapped[dict[str, Any] | None] = mapped_column(JsonType, default=None)
 
 
@@ -134,7 +169,7 @@ class CodeLog(Base):
     code_id: Mapped[str] = mapped_column(String(64), nullable=False)
     seq: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     type: Mapped[str] = mapped_column(String(16), nullable=False)
-    content: Mapped[str] = mapped_column(Text, nullable=False)
+    content: Mapped[str] = mapped_column(StorableText, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
@@ -147,8 +182,8 @@ class UserPermission(Timestamped, Base):
         Index("idx_user_permissions_unique_project_email", "project_uuid", "email", unique=True),
     )
 
-    project_uuid: Mapped[str] = mapped_column(String(255), nullable=False)
-    email: Mapped[str] = mapped_column(String(255), nullable=False)
+    project_uuid: Mapped[str] = mapped_column(StorableString(255), nullable=False)
+    email: Mapped[str] = mapped_column(StorableString(255), nullable=False)
     role: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
@@ -156,6 +191,6 @@ class Project(Timestamped, Base):
     __tablename__ = "projects"
     __table_args__ = (Index("idx_projects_name", "name"),)
 
-    uuid: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
-    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    uuid: Mapped[str] = mapped_column(StorableString(255), nullable=False, unique=True)
+    name: Mapped[str] = mapped_column(StorableString(255), nullable=False)
     authorizations: Mapped[list[Any] | None] = mapped_column(JsonType, default=list)

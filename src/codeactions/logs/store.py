@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from codeactions.config import LogSettings
 from codeactions.db.models import utcnow
+from codeactions.db.text import storable_text
 
 
 @dataclass
@@ -24,14 +25,14 @@ class LogEntry:
     created_at: datetime = field(default_factory=utcnow)
 
     def as_json(self) -> dict[str, str]:
-        """The original's CodeLog object."""
+        """The original's CodeLog object, with content as the database would keep it."""
         stamp = self.created_at.isoformat()
         return {
             "id": self.id,
             "run_id": self.run_id,
             "code_id": self.code_id,
             "type": self.type,
-            "content": self.content,
+            "content": storable_text(self.content),
             "created_at": stamp,
             "updated_at": stamp,
         }

@@ -1,12 +1,14 @@
 """Prometheus metrics: the original's names, plus run, sandbox, queue and rate-limit figures.
 
-Label cardinality: the original labelled `ca_*` with `project_uuid` and `code_id`, one series (and for
-`ca_run_elapsed` a dozen) per code ever run. Here `project_uuid` is kept (bounded by the number of
-tenants, and only ever taken from a stored code, never from raw request input) and `code_id` is
-exposed empty unless `CODEACTIONS_METRICS_CODE_LABELS=true`. An empty label is the same as no label
-for PromQL, so the original's queries keep working either way. HTTP metrics are labelled with the
-route template (`/action/endpoint/{code_id}`), never the raw path; methods and hosts, which callers
-choose freely, are folded into a bounded set.
+Labels: the original labelled `ca_*` with `project_uuid` and `code_id`, one series (and for
+`ca_run_elapsed` a dozen) per code ever run. Both labels are kept, so dashboards keep parsing, but
+exposed empty unless asked for: `/metrics` is public, and would otherwise list every tenant
+(`CODEACTIONS_METRICS_PROJECT_LABELS=true`) and every code (`CODEACTIONS_METRICS_CODE_LABELS=true`,
+also unbounded). Filled, they are only ever taken from a stored code, never from raw request input.
+An empty label is the same as no label for PromQL, so the original's queries keep working.
+
+HTTP metrics are labelled with the route template (`/action/endpoint/{code_id}`), never the raw
+path; methods and hosts, which callers choose freely, are folded into a bounded set.
 """
 
 from __future__ import annotations
@@ -74,11 +76,13 @@ class Metrics:
         registry: CollectorRegistry | None = None,
         *,
         code_labels: bool = False,
+        project_labels: bool = False,
         workers: int = 0,
         queue_capacity: int = 0,
     ) -> None:
         self.registry = registry or CollectorRegistry()
         self.code_labels = code_labels
+        self.project_labels = project_labels
         self._hosts: set[str] = set()
         r = self.registry
         http = ("code", "method", "host", "url")
@@ -134,7 +138,9 @@ class Metrics:
         )
         self.tasks_failed = Counter("workerpool_tasks_failed", "Runs that failed.", registry=r)
         self.tasks_rejected = Counter(
-            "workerpool_tasks_rejected", "Runs refused because the queue was full.", registry=r
+            "workerpool_tasks_rejected",
+            "Runs refused because the queue, or their project's or code's share of it, was full.",
+            registry=r,
         )
         self.tasks_timeout = Counter("workerpool_tasks_timeout", "Runs that timed out.", registry=r)
         self.queue_wait = Histogram(
@@ -181,7 +187,10 @@ class Metrics:
         )
 
     def _code_labels(self, project_uuid: str, code_id: str) -> tuple[str, str]:
-        return project_uuid, code_id if self.code_labels else ""
+        return (
+            project_uuid if self.project_labels else "",
+            code_id if self.code_labels else "",
+        )
 
     def run_finished(
         self,
@@ -226,7 +235,7 @@ class Metrics:
         self.queue_capacity.set(capacity - self._workers if self._workers else capacity)
 
     def queue_rejected(self) -> None:
-        """A run refused because the queue was full (503)."""
+        """A run refused because the queue (503) or its project's or code's share (429) was full."""
         self.tasks_rejected.inc()
 
     def rate_limited(self) -> None:

@@ -19,8 +19,9 @@ def _insert(session: AsyncSession, model: type[Any]) -> Any:
 
 
 def _same_email(email: str) -> Any:
-    # Rows written by the original may have any case; new ones are stored lowercased.
-    return func.lower(UserPermission.email) == email.lower()
+    # Rows written by the original may have any case; new ones are stored lowercased. Typed as
+    # the column, so the email compared is cleaned as the stored ones were (NUL -> U+FFFD).
+    return func.lower(UserPermission.email, type_=UserPermission.email.type) == email.lower()
 
 
 async def get_project(session: AsyncSession, *, uuid: str) -> Project | None:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
-import json
 import logging
 import os
 import socket
-import struct
 import time
 from pathlib import Path
 from typing import Any
 
 from codeactions.config import LogSettings, RunnerSettings
+from codeactions.runner import wire
 from codeactions.runner.base import CompileError, Language, RunLogLine, RunOutcome, RunRequest
 
 logger = logging.getLogger(__name__)
@@ -146,18 +146,19 @@ class SandboxRunner:
 
     # ------------------------------------------------------------------ protocol
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send(self, message: dict[str, Any], blob: bytes = b"") -> None:
         if self._writer is None or self._writer.is_closing():
             raise SupervisorGone("no supervisor")
-        data = json.dumps(message).encode()
-        self._writer.write(struct.pack(">I", len(data)) + data)
+        self._writer.write(wire.encode_frame(message, blob))
 
     async def _read(self, reader: asyncio.StreamReader, generation: int) -> None:
         try:
             while True:
-                header = await reader.readexactly(4)
-                (size,) = struct.unpack(">I", header)
-                frame = json.loads(await reader.readexactly(size))
+                header = await reader.readexactly(wire.FRAME_HEADER.size)
+                meta_size, blob_size = wire.FRAME_HEADER.unpack(header)
+                frame = wire.loads(await reader.readexactly(meta_size))
+                if blob_size:
+                    await reader.readexactly(blob_size)  # the supervisor sends none today
                 op = frame.get("op")
                 if op == "ready":
                     self._live_generation = generation
@@ -213,7 +214,9 @@ class SandboxRunner:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
 
-    async def _request(self, message: dict[str, Any], wait_seconds: float) -> dict[str, Any]:
+    async def _request(
+        self, message: dict[str, Any], wait_seconds: float, blob: bytes = b""
+    ) -> dict[str, Any]:
         if self._restart_lock.locked():
             async with self._restart_lock:
                 pass  # wait for the restart in progress
@@ -223,7 +226,7 @@ class SandboxRunner:
         self._waiters[request_id] = waiter
         generation = self._generation
         try:
-            self._send(message)
+            self._send(message, blob)
             while True:
                 # asyncio.wait leaves the waiter alone on timeout (no cancel, no shield needed).
                 await asyncio.wait((waiter,), timeout=wait_seconds)
@@ -257,21 +260,27 @@ class SandboxRunner:
 
     async def run(self, request: RunRequest) -> RunOutcome:
         started = time.monotonic()
-        payload = {
+        meta: dict[str, Any] = {"language": request.language, "timeout": request.timeout}
+        child: dict[str, Any] = {
             "run_id": request.run_id,
             "code_id": request.code_id,
-            "language": request.language,
-            "source": request.source,
-            "timeout": request.timeout,
             "params": request.params,
-            "body": request.body,
             "headers": request.headers,
             "method": request.method,
+            "max_log_chars": self.max_log_chars,
+            "reuse": self.settings.reuse,
         }
+        if request.language == "go":
+            meta["source"] = request.source  # compiled by the supervisor; the binary is the code
+        else:
+            child["source"] = request.source
+            digest = hashlib.sha256(request.source.encode("utf-8", "replace")).hexdigest()
+            meta["warm_key"] = f"{request.code_id}:{digest}"
+        payload = wire.child_request(child, request.body.encode("utf-8", "replace"))
         self._in_flight += 1
         try:
             frame = await self._request(
-                {"op": "run", "request": payload}, request.timeout + self.grace
+                {"op": "run", "run": meta}, request.timeout + self.grace, payload
             )
         except SupervisorGone as exc:
             return RunOutcome(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -15,6 +14,7 @@ from codeactions.errors import AppError, BadRequest, NotFound, RateLimited
 from codeactions.http import (
     canonical_header_key,
     first_query_values,
+    parse_json,
     read_body,
     request_headers,
 )
@@ -40,6 +40,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": Message, "description": "No code with this id"},
     408: {"model": Message, "description": "The code's timeout ran out (queue wait + execution)"},
     413: {"model": Message, "description": "Request body over the limit"},
+    429: {
+        "model": Message,
+        "description": "Too many runs of the code's project, or of the code, waiting for a slot",
+    },
     500: {"model": Message, "description": "The code failed: `error on executing code: ...`"},
     503: {"model": Message, "description": "Queue full or runner unavailable"},
 }
@@ -52,8 +56,12 @@ _EXECUTION_RESPONSES: dict[int | str, dict[str, Any]] = {
             "text/html": {"schema": {"type": "string"}},
         },
     },
-    429: {"model": Message, "description": "Rate limit of this code reached"},
     **_ERRORS,
+    429: {
+        "model": Message,
+        "description": "Rate limit of this code reached, or too many runs of its project or of "
+        "the code waiting for a slot",
+    },
 }
 
 
@@ -145,10 +153,7 @@ _add_execution_routes(
 def _run_inputs(raw: bytes) -> RunInputs:
     if not raw.strip():
         return RunInputs()
-    try:
-        document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("invalid body: expected a JSON object") from None
+    document = parse_json(raw, expected="a JSON object")
     try:
         body = RunCodeIn.model_validate(document)
     except ValidationError as exc:

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from codeactions.codes.schemas import go_time
 from codeactions.db.models import CodeRun
+from codeactions.db.text import storable_json
 
 
 class Message(BaseModel):
@@ -54,7 +55,11 @@ class RunCodeOut(BaseModel):
 
 
 def run_json(run: CodeRun) -> dict[str, Any]:
-    """The CodeRun object; `mongo_object_id` and `code_mongo_id` only when set, as `omitempty`."""
+    """The CodeRun object; `mongo_object_id` and `code_mongo_id` only when set, as `omitempty`.
+
+    Rendered as it is stored (the run just executed is not read back), and rows written before
+    values were cleaned on the way in (NaN kept by SQLite) still render: NaN becomes null.
+    """
     body: dict[str, Any] = {"id": str(run.id)}
     if run.mongo_object_id:
         body["mongo_object_id"] = run.mongo_object_id
@@ -71,4 +76,5 @@ def run_json(run: CodeRun) -> dict[str, Any]:
         created_at=go_time(run.created_at),
         updated_at=go_time(run.updated_at),
     )
-    return body
+    rendered: dict[str, Any] = storable_json(body)
+    return rendered

@@ -143,21 +143,35 @@ def code_timeout_seconds(code: Code) -> float:
     return float(code.timeout or 60)
 
 
+DEFAULT_STATUS = 200
+
+
+def _status_number(value: Any) -> int | None:
+    """The number a status set by a code stands for: an int, or a string of decimal digits."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if abs(value) < 2**31 else None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdecimal() and len(text) <= 9:
+            return int(text)
+    return None
+
+
 def response_status(value: Any) -> int:
     """The status the code set when it is an int or a numeric string of a final status, else 200.
 
     (The original's PG mode ignored ints, a bug; 1xx cannot end a response, Go answered 200.)
     """
-    if isinstance(value, bool):
-        return 200
-    if isinstance(value, str):
-        text = value.strip()
-        if not text.isdecimal():
-            return 200
-        value = int(text)
-    if isinstance(value, int) and 200 <= value <= 599:
-        return value
-    return 200
+    number = _status_number(value)
+    return number if number is not None and 200 <= number <= 599 else DEFAULT_STATUS
+
+
+def stored_status(value: Any) -> int | str:
+    """The status kept in the run's `extra`: what the code set when it is an int or a numeric
+    string, else the default (NaN, infinities, objects, booleans would poison the record)."""
+    return value if _status_number(value) is not None else DEFAULT_STATUS
 
 
 def media_type(content_type: Any) -> str:
@@ -194,13 +208,14 @@ def _failed(reason: Any, error: str) -> RunOutcome:
 async def execute(ex: Executor, *, code: Code, invoked_id: str, inputs: RunInputs) -> Execution:
     """Run the code once: record it `started`, wait for a slot, run, record the outcome.
 
-    Raises QueueFull at once when the queue is full. The work runs as its own task, which
-    records the outcome and then answers: a client that disconnects does not cancel it.
+    Raises QueueFull or TooManyWaiting at once when the run may not wait for a slot. The work
+    runs as its own task, which records the outcome and then answers: a client that disconnects
+    does not cancel it.
     """
     started = time.perf_counter()
     deadline = asyncio.get_running_loop().time() + code_timeout_seconds(code)
     try:
-        ticket = ex.queue.admit()
+        ticket = ex.queue.admit(project_uuid=code.project_uuid, code_id=str(code.id))
     except AppError:
         _count(ex, code, "rejected", None, started)
         raise
@@ -219,6 +234,9 @@ async def execute(ex: Executor, *, code: Code, invoked_id: str, inputs: RunInput
     )
     ex.tasks.add(task)
     task.add_done_callback(ex.tasks.discard)
+    # The task gives the slot back as soon as the run ends; this covers whatever else happens
+    # to it (cancelled, even before it started). A second release does nothing.
+    task.add_done_callback(lambda _: ticket.release())
     return await asyncio.shield(answer)
 
 
@@ -305,7 +323,7 @@ async def _run_once(
     if outcome.ok:
         status = response_status(outcome.status_code)
         extra: dict[str, Any] = {
-            "status_code": outcome.status_code,
+            "status_code": stored_status(outcome.status_code),
             "content_type": outcome.content_type,
         }
         result, error = outcome.result, None

@@ -1,7 +1,8 @@
 // JavaScript engine of Code Actions: boots ahead of demand, reads run requests, runs the user's Run(engine).
 //
 // Protocol (spoken by the runner supervisor):
-//   stdin  <- JSON lines {run_id, code_id, source, params, body, headers, method, max_log_chars, reuse}
+//   stdin  <- requests: a JSON line {run_id, code_id, source, params, headers, method, max_log_chars,
+//             reuse, body_size}, then body_size raw bytes of body (runner/wire.py)
 //   fd 3   -> JSON lines {"t":"log",...} | {"t":"result",...} | {"t":"error","kind":"exception",...}
 //             | {"t":"done","code":0|1}
 //   stdout/stderr are left alone: the supervisor keeps them as info/error logs.
@@ -330,10 +331,7 @@ async function execute(run, request) {
 
 class NoRun extends Error {}
 
-function start(line) {
-  // EOF with nothing read: the supervisor retired this process.
-  if (line.trim() === '') exit(0);
-  const request = JSON.parse(line);
+function start(request) {
   const run = { finished: false, timers: new Map(), reuse: request.reuse === true, before: null };
   // What the loop holds before the run (the engine's own handles), plus this check's immediate.
   run.before = activeResources();
@@ -358,24 +356,52 @@ process.on('beforeExit', () => {
   if (current !== null) endRun(current, 'Run returned a promise that never settled');
 });
 
-let input = '';
-let busy = false; // from a request line until its run's end was reported
+// Bytes from stdin not consumed yet. A chunk is searched once for a newline and the chunks are
+// joined only when a whole line or body is there: a large body costs time linear in its size.
+let chunks = [];
+let buffered = 0;
+let lineSeen = false; // a newline is somewhere in `chunks`
+let request = null; // a request line read, waiting for its body
+let busy = false; // from a request until its run's end was reported
 let ended = false; // stdin reached EOF: no request comes after those already read
-process.stdin.setEncoding('utf8');
+
+function joined() {
+  if (chunks.length > 1) chunks = [Buffer.concat(chunks, buffered)];
+  return chunks.length ? chunks[0] : Buffer.alloc(0);
+}
+
+function keep(rest) {
+  chunks = rest.length ? [rest] : [];
+  buffered = rest.length;
+  lineSeen = rest.indexOf(10) >= 0;
+}
 
 function next() {
-  const newline = input.indexOf('\n');
-  if (newline < 0 && !(ended && input.trim() !== '')) {
-    if (ended) exit(0); // EOF between runs: the supervisor retired this process
+  if (request === null) {
+    if (!lineSeen) {
+      if (ended) exit(0); // EOF between runs: the supervisor retired this process
+      return;
+    }
+    const data = joined();
+    const newline = data.indexOf(10);
+    request = JSON.parse(data.toString('utf8', 0, newline));
+    keep(data.subarray(newline + 1));
+  }
+  const size = Number.isInteger(request.body_size) && request.body_size > 0 ? request.body_size : 0;
+  if (buffered < size) {
+    if (ended) exit(0);
     return;
   }
-  const line = newline < 0 ? input : input.slice(0, newline);
-  input = newline < 0 ? '' : input.slice(newline + 1);
+  const data = joined();
+  const ready = request;
+  request = null;
+  ready.body = data.toString('utf8', 0, size); // invalid UTF-8 reads as U+FFFD
+  keep(data.subarray(size));
   busy = true;
   // While a run is in progress stdin must not keep the loop alive (see beforeExit).
   process.stdin.pause();
   process.stdin.unref?.();
-  start(line);
+  start(ready);
 }
 
 function listen() {
@@ -386,7 +412,9 @@ function listen() {
 }
 
 process.stdin.on('data', (chunk) => {
-  input += chunk;
+  chunks.push(chunk);
+  buffered += chunk.length;
+  if (!lineSeen && chunk.indexOf(10) >= 0) lineSeen = true;
   if (!busy) next();
 });
 process.stdin.on('end', () => {

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 ENGINE_GO = Path(__file__).resolve().parent / "go" / "engine.go"
@@ -158,6 +159,39 @@ def _compiler_message(output: str, work: Path) -> str:
     if hints:
         message += "\n" + "\n".join(f"hint: {hint}" for hint in hints)
     return message or "compile failed"
+
+
+def trim_cache(cache_dir: str, max_bytes: int, *, keep: str = "", recent: float = 60) -> None:
+    """Evict the least recently used binaries and build-cache entries beyond `max_bytes`.
+
+    Use is the file's mtime: the supervisor touches a binary when a run uses it, Go touches its
+    cache entries. Files used in the last `recent` seconds (a run may be starting one) and
+    `keep` stay. Eviction goes down to 90 % of the bound, so it does not run on every compile.
+    """
+    entries = []
+    total = 0
+    for sub in ("bin", "gocache"):
+        for root, _, files in os.walk(os.path.join(cache_dir, sub)):
+            for name in files:
+                path = os.path.join(root, name)
+                try:
+                    info = os.lstat(path)
+                except OSError:
+                    continue
+                total += info.st_size
+                entries.append((info.st_mtime, info.st_size, path))
+    if total <= max_bytes:
+        return
+    cutoff = time.time() - recent
+    target = max_bytes * 0.9
+    for mtime, size, path in sorted(entries):
+        if total <= target:
+            break
+        if mtime > cutoff or path == keep:
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            total -= size
 
 
 def _go_version(go: str) -> str:

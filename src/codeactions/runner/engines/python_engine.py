@@ -1,10 +1,11 @@
 """The `Run(engine)` contract user Python code sees (spec §2.2.3), run inside a sandboxed child.
 
 Stdlib only: the zygote imports this module before forking, so it must stay small. A child gets
-the request as one JSON object and reports on fd 3 as JSON lines (log, result, error).
+a request as a JSON line followed by its raw body (runner/wire.py) and reports on fd 3 as JSON
+lines (log, result, error).
 
 With reuse (a warm worker kept for repeated runs of the same code, Lambda-style) requests come
-as JSON lines; after each run the child reports {"t": "done", "keep": bool} and, when `keep`,
+one after another; after each run the child reports {"t": "done", "keep": bool} and, when `keep`,
 waits for the next line. Every run executes the source afresh in a new module namespace.
 """
 
@@ -363,15 +364,6 @@ def warm() -> None:
         os.close(null)
 
 
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while True:
-        chunk = os.read(fd, 1 << 20)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-
-
 class _State:
     """Process-wide state user code may change, put back between two runs of a warm worker."""
 
@@ -451,43 +443,60 @@ def _alone() -> bool:
         # A finished child, collected: look for more.
 
 
-class _Lines:
-    """Request lines from the supervisor's pipe."""
+class _Requests:
+    """Run requests from the supervisor's pipe: a JSON line, then `body_size` bytes of body.
+
+    Bytes are appended to one buffer and scanned once: a large body costs time linear in its size.
+    """
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
-        self._buffer = b""
+        self._buffer = bytearray()
+        self._scanned = 0
 
-    def next(self) -> bytes | None:
-        while b"\n" not in self._buffer:
-            try:
-                chunk = os.read(self._fd, 1 << 20)
-            except InterruptedError:
-                continue
-            if not chunk:
+    def _fill(self) -> bool:
+        chunk = os.read(self._fd, 1 << 20)
+        self._buffer += chunk
+        return bool(chunk)
+
+    def next(self) -> dict[str, Any] | None:
+        """The next request with its `body` decoded; None at EOF (the supervisor retired us)."""
+        while (newline := self._buffer.find(b"\n", self._scanned)) < 0:
+            self._scanned = len(self._buffer)
+            if not self._fill():
                 return None
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line
+        request = json.loads(self._buffer[:newline])
+        start = newline + 1
+        end = start + max(0, int(request.pop("body_size", 0)))
+        while len(self._buffer) < end:
+            if not self._fill():
+                return None
+        request["body"] = self._buffer[start:end].decode("utf-8", "replace")
+        del self._buffer[:end]
+        self._scanned = 0
+        return request
+
+
+def _next_request(requests: _Requests, channel: Channel) -> dict[str, Any] | None:
+    try:
+        return requests.next()
+    except Exception as exc:
+        channel.send({"t": "error", "kind": "runner", "message": f"bad request: {exc}"})
+        os._exit(2)
 
 
 def _serve_many(stdin_fd: int, channel: Channel) -> None:
     """A warm worker: one run per request line, while each run leaves nothing behind."""
     # Requests arrive on a private fd; user code reading its stdin gets EOF, not the next request.
-    requests = _Lines(os.dup(stdin_fd))
+    requests = _Requests(os.dup(stdin_fd))
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, stdin_fd)
     os.close(null)
     state = _State()
     while True:
-        line = requests.next()
-        if line is None:
+        request = _next_request(requests, channel)
+        if request is None:
             os._exit(0)  # the supervisor retired this worker
-        try:
-            request = json.loads(line)
-        except Exception as exc:
-            channel.send({"t": "error", "kind": "runner", "message": f"bad request: {exc}"})
-            os._exit(2)
         # Fresh streams per run: no partial line of a run reaches the next one.
         sys.stdout = sys.__stdout__ = LogStream(channel, "info", 1)
         sys.stderr = sys.__stderr__ = LogStream(channel, "error", 2)
@@ -517,11 +526,9 @@ def serve(stdin_fd: int = 0, reuse: bool = False) -> None:
         return
     sys.stdout = sys.__stdout__ = LogStream(channel, "info", 1)
     sys.stderr = sys.__stderr__ = LogStream(channel, "error", 2)
-    try:
-        request = json.loads(_read_all(stdin_fd))
-    except Exception as exc:
-        channel.send({"t": "error", "kind": "runner", "message": f"bad request: {exc}"})
-        os._exit(2)
+    request = _next_request(_Requests(stdin_fd), channel)
+    if request is None:
+        os._exit(0)  # retired without a run
     code = execute(request, channel)
     _flush_std()
     # Announce the end before exiting: tearing down the process and its namespaces takes the

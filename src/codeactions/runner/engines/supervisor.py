@@ -1,11 +1,12 @@
 """Runner supervisor: owns the sandbox slots and runs each request in a pre-forked sandboxed child.
 
 Stdlib only, started by the API as `python -I supervisor.py <fd>` with an empty environment.
-Talks to the API over the stream socket <fd>: frames of a 4-byte big-endian length and a JSON
-object, multiplexed by request id.
+Talks to the API over the stream socket <fd> in frames of runner/wire.py (a JSON object and a
+blob), multiplexed by request id.
 
   API -> supervisor   {"op": "init", "settings": {...}, "max_log_chars": n}   (first frame)
-                      {"op": "run", "id": str, "request": {...}}
+                      {"op": "run", "id": str, "run": {language, timeout, warm_key, source?}}
+                          + blob: the child's request (wire.child_request), never parsed here
                       {"op": "compile", "id": str, "source": str}
   supervisor -> API   {"op": "ready", "status": {...}}
                       {"op": "done", "id": str, "outcome": {...}}
@@ -30,7 +31,6 @@ setting turns warm workers off for every language: then each run gets a fresh pr
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import heapq
 import itertools
@@ -52,32 +52,45 @@ from collections.abc import Callable
 from typing import Any
 
 ENGINES_DIR = os.path.dirname(os.path.abspath(__file__))
-CHAIN_PREFIX = "CODEACTIONS-"  # one chain per uid range: runners with other ranges coexist
-BLOCKED_V4 = [
-    "127.0.0.0/8",
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "100.64.0.0/10",
-    "0.0.0.0/8",
-    "169.254.0.0/16",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
-]
-BLOCKED_V6 = [
-    "::1/128",
-    "::/128",
-    "::ffff:0:0/96",
-    "fc00::/7",
-    "fe80::/10",
-    "ff00::/8",
-    "64:ff9b::/96",
-]
+# `python -I` puts no script dir on the path: our siblings, and runner/ for the wire format.
+sys.path[:0] = [ENGINES_DIR, os.path.dirname(ENGINES_DIR)]
+
+import network  # noqa: E402
+import wire  # noqa: E402
+from linux import (  # noqa: E402
+    CLONE_NEWCGROUP,
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_REC,
+    PR_SET_NO_NEW_PRIVS,
+    check,
+    entered,
+    libc,
+    mount,
+    read_text,
+    write_text,
+)
+
 CHILD_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 CLEAN_STEP = 0.002
+IDLE_SPINS = 20  # a warm worker that said "done" is looked at this often at once, then
+IDLE_STEP = 0.0005  # ... after this delay, doubling up to
+IDLE_STEP_MAX = 0.05
+# System calls a worker waits in between runs: Python reads its request pipe, Node polls.
+SYS_READ = {"x86_64": 0, "aarch64": 63}.get(platform.machine(), -1)
+SYS_EPOLL_WAITS = {"x86_64": {"232", "281", "441"}, "aarch64": {"22", "441"}}.get(
+    platform.machine(), set()
+)
 BROKEN_AFTER = 3  # consecutive spare failures after which a slot counts as broken
 SANDBOX_GO_DIR = "/run/codeactions-go"
-LOCK_DIR = "/run/codeactions"
+BUILD_CACHE = "/run/codeactions-go-cache"  # where a Go compile job sees the cache
+PROC_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC
 MB = 1024 * 1024
 READ_SIZE = 65536
 WARM_IDLE_TTL = 60.0  # an idle warm Node worker is retired after this many seconds
@@ -175,28 +188,41 @@ class Cgroups:
             if controller == "cpu":
                 # All sandboxes together weigh as much as one ordinary process: a hog or a fork
                 # bomb cannot starve the API, and slots share fairly among themselves.
-                _write(os.path.join(base, "cpu.shares"), "1024")
+                write_text(os.path.join(base, "cpu.shares"), "1024")
         if not self.controllers:
             return
         self.version = "v1"
         for index in range(self.slots):
-            dirs = {}
-            for controller, base in zip(self.controllers, self.bases, strict=True):
-                path = os.path.join(base, f"slot-{index}")
-                os.makedirs(path, exist_ok=True)
-                dirs[controller] = path
-                if controller == "memory":
-                    limit = str(self.memory_mb * MB)
-                    _write(os.path.join(path, "memory.limit_in_bytes"), limit)
+            self.add_group(f"slot-{index}", self.memory_mb, self.max_processes)
+
+    def add_group(self, name: str, memory_mb: int, max_processes: int) -> int:
+        """A cgroup (in each controller) with these limits; its index for procs_files & co."""
+        dirs = {}
+        v1 = self.version == "v1"
+        places = (
+            zip(self.controllers, self.bases, strict=True) if v1 else [("unified", self.bases[0])]
+        )
+        for controller, base in places:
+            path = os.path.join(base, name)
+            os.makedirs(path, exist_ok=True)
+            dirs[controller] = path
+            if controller in ("memory", "unified") and self.has_memory():
+                limit = str(memory_mb * MB)
+                write_text(
+                    os.path.join(path, "memory.limit_in_bytes" if v1 else "memory.max"), limit
+                )
+                swap = "memory.memsw.limit_in_bytes" if v1 else "memory.swap.max"
+                with contextlib.suppress(OSError):
+                    write_text(os.path.join(path, swap), limit if v1 else "0")
+                if v1:
                     with contextlib.suppress(OSError):
-                        _write(os.path.join(path, "memory.memsw.limit_in_bytes"), limit)
-                    with contextlib.suppress(OSError):
-                        _write(os.path.join(path, "memory.swappiness"), "0")
-                elif controller == "pids":
-                    _write(os.path.join(path, "pids.max"), str(self.max_processes))
-                elif controller == "cpu":
-                    _write(os.path.join(path, "cpu.shares"), "1024")
-            self.slot_dirs.append(dirs)
+                        write_text(os.path.join(path, "memory.swappiness"), "0")
+            if controller in ("pids", "unified") and "pids" in self.controllers:
+                write_text(os.path.join(path, "pids.max"), str(max_processes))
+            if controller == "cpu":
+                write_text(os.path.join(path, "cpu.shares"), "1024")
+        self.slot_dirs.append(dirs)
+        return len(self.slot_dirs) - 1
 
     def _setup_v2(self, name: str) -> None:
         own = self._own_paths().get("unified", "/")
@@ -209,22 +235,16 @@ class Cgroups:
         base = os.path.join(parent, name)
         os.makedirs(base, exist_ok=True)
         self.bases.append(base)
-        available = _read(os.path.join(base, "cgroup.controllers")).split()
+        available = read_text(os.path.join(base, "cgroup.controllers")).split()
         wanted = [c for c in ("memory", "pids", "cpu") if c in available]
         if wanted:
-            _write(os.path.join(base, "cgroup.subtree_control"), " ".join("+" + c for c in wanted))
+            write_text(
+                os.path.join(base, "cgroup.subtree_control"), " ".join("+" + c for c in wanted)
+            )
         self.controllers = wanted
         self.version = "v2"
         for index in range(self.slots):
-            path = os.path.join(base, f"slot-{index}")
-            os.makedirs(path, exist_ok=True)
-            if "memory" in wanted:
-                _write(os.path.join(path, "memory.max"), str(self.memory_mb * MB))
-                with contextlib.suppress(OSError):
-                    _write(os.path.join(path, "memory.swap.max"), "0")
-            if "pids" in wanted:
-                _write(os.path.join(path, "pids.max"), str(self.max_processes))
-            self.slot_dirs.append({"unified": path})
+            self.add_group(f"slot-{index}", self.memory_mb, self.max_processes)
 
     # What the child writes its pid into while still root.
     def procs_files(self, index: int) -> list[str]:
@@ -249,9 +269,9 @@ class Cgroups:
             return 0
         dirs = self.slot_dirs[index]
         if self.version == "v1":
-            text = _read(os.path.join(dirs["memory"], "memory.oom_control"))
+            text = read_text(os.path.join(dirs["memory"], "memory.oom_control"))
         else:
-            text = _read(os.path.join(dirs["unified"], "memory.events"))
+            text = read_text(os.path.join(dirs["unified"], "memory.events"))
         for line in text.splitlines():
             key, _, value = line.partition(" ")
             if key == "oom_kill":
@@ -269,19 +289,9 @@ class Cgroups:
                 os.rmdir(base)
 
 
-def _read(path: str) -> str:
-    with open(path) as handle:
-        return handle.read()
-
-
-def _write(path: str, value: str) -> None:
-    with open(path, "w") as handle:
-        handle.write(value)
-
-
 def _cgroup_pids(path: str) -> set[int]:
     try:
-        return {int(line) for line in _read(os.path.join(path, "cgroup.procs")).split()}
+        return {int(line) for line in read_text(os.path.join(path, "cgroup.procs")).split()}
     except OSError:
         return set()
 
@@ -295,6 +305,20 @@ def _kill_cgroup(path: str) -> None:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.005)
+
+
+def _kill_cgroup_dirs(paths: Any) -> None:
+    for path in paths:
+        _kill_cgroup(path)
+
+
+def _chown_tree(top: str, uid: int) -> None:
+    """Give `top` and everything under it to `uid` (skipping what it owns already)."""
+    for root, dirs, files in os.walk(top):
+        for name in [root, *(os.path.join(root, entry) for entry in dirs + files)]:
+            with contextlib.suppress(OSError):
+                if os.lstat(name).st_uid != uid:
+                    os.lchown(name, uid, uid)
 
 
 def _uid_pids(uid: int) -> set[int]:
@@ -315,125 +339,22 @@ def _uid_pids(uid: int) -> set[int]:
     return found
 
 
-# --------------------------------------------------------------------------- network
-
-
-def _run_tool(argv: list[str], stdin: str | None = None) -> tuple[int, str]:
-    try:
-        done = subprocess.run(
-            argv, input=stdin, capture_output=True, text=True, timeout=10, env=CHILD_ENV
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        return 1, str(exc)
-    return done.returncode, (done.stderr or done.stdout).strip()
-
-
-def _find_tool(name: str) -> str | None:
-    for directory in ("/usr/sbin", "/sbin", "/usr/bin", "/bin"):
-        path = os.path.join(directory, name)
-        if os.access(path, os.X_OK):
-            return path
-    return None
-
-
-def _egress_chain(uid_first: int, uid_last: int) -> str:
-    return f"{CHAIN_PREFIX}{uid_first}-{uid_last}"[:28]
-
-
-def install_egress_filter(uid_first: int, uid_last: int) -> str:
-    """REJECT sandbox uids' packets to loopback, private and link-local ranges; '' on success.
-
-    The chain is replaced atomically (iptables-restore --noflush), so a second runner starting
-    with the same uid range never leaves the first one's sandboxes unfiltered, even briefly.
-    """
-    uids = f"{uid_first}-{uid_last}"
-    chain = _egress_chain(uid_first, uid_last)
-    ipv6 = os.path.exists("/proc/net/if_inet6")
-    for tool_name, blocked in (("iptables", BLOCKED_V4), ("ip6tables", BLOCKED_V6)):
-        if tool_name == "ip6tables" and not ipv6:
-            continue
-        tool, restore = _find_tool(tool_name), _find_tool(f"{tool_name}-restore")
-        if tool is None or restore is None:
-            return f"{tool_name} is not installed"
-        reject = "icmp-port-unreachable" if tool_name == "iptables" else "icmp6-port-unreachable"
-        lines = ["*filter", f":{chain} - [0:0]"]
-        # The system's resolvers often sit in a private range: DNS to them stays open, or no
-        # host name would resolve. (A name resolving to a private address is still refused.)
-        for server in _nameservers(version=4 if tool_name == "iptables" else 6):
-            for proto in ("udp", "tcp"):
-                lines.append(
-                    f"-A {chain} -m owner --uid-owner {uids} -d {server} -p {proto} --dport 53 -j RETURN"
-                )
-        for net in blocked:
-            match = f"-A {chain} -m owner --uid-owner {uids} -d {net}"
-            lines.append(f"{match} -p tcp -j REJECT --reject-with tcp-reset")
-            lines.append(f"{match} -j REJECT --reject-with {reject}")
-        lines.append("COMMIT")
-        code, out = _run_tool([restore, "-w", "5", "--noflush"], "\n".join(lines) + "\n")
-        if code:
-            return f"{tool_name}: {out}"
-        if _run_tool([tool, "-w", "5", "-C", "OUTPUT", "-j", chain])[0] != 0:
-            code, out = _run_tool([tool, "-w", "5", "-I", "OUTPUT", "1", "-j", chain])
-            if code:
-                return f"{tool_name}: {out}"
-    return ""
-
-
-def _nameservers(version: int) -> list[str]:
-    import ipaddress
-
-    found = []
-    try:
-        with open("/etc/resolv.conf") as handle:
-            for line in handle:
-                parts = line.split()
-                if len(parts) >= 2 and parts[0] == "nameserver":
-                    try:
-                        address = ipaddress.ip_address(parts[1].split("%")[0])
-                    except ValueError:
-                        continue
-                    if address.version == version:
-                        found.append(str(address))
-    except OSError:
-        pass
-    return found
-
-
-def remove_egress_filter(uid_first: int, uid_last: int) -> None:
-    chain = _egress_chain(uid_first, uid_last)
-    for tool_name in ("iptables", "ip6tables"):
-        tool = _find_tool(tool_name)
-        if tool is None:
-            continue
-        _run_tool([tool, "-w", "5", "-D", "OUTPUT", "-j", chain])
-        _run_tool([tool, "-w", "5", "-F", chain])
-        _run_tool([tool, "-w", "5", "-X", chain])
-
-
-def probe_namespaces() -> tuple[bool, bool, bool]:
-    """What a child may do, tried in throwaway forks: (mount ns, network ns, private /proc)."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [
-        ctypes.c_char_p,
-        ctypes.c_char_p,
-        ctypes.c_char_p,
-        ctypes.c_ulong,
-        ctypes.c_char_p,
-    ]
+def probe_namespaces() -> tuple[bool, bool, bool, bool]:
+    """What a child may do, tried in throwaway forks: (mount ns, network ns, private /proc,
+    IPC and cgroup ns)."""
 
     def private_proc() -> bool:
         return (
-            libc.unshare(0x00020000) == 0
-            and libc.mount(b"none", b"/", None, 0x4000 | (1 << 18), None) == 0
-            and libc.mount(b"proc", b"/proc", b"proc", 2 | 4 | 8, b"hidepid=invisible") == 0
+            libc.unshare(CLONE_NEWNS) == 0
+            and libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) == 0
+            and libc.mount(b"proc", b"/proc", b"proc", PROC_FLAGS, b"hidepid=invisible") == 0
         )
 
     probes: list[Callable[[], bool]] = [
-        lambda: libc.unshare(0x00020000) == 0,
-        lambda: libc.unshare(0x40000000) == 0,
+        lambda: libc.unshare(CLONE_NEWNS) == 0,
+        lambda: libc.unshare(CLONE_NEWNET) == 0,
         private_proc,
+        lambda: libc.unshare(CLONE_NEWIPC | CLONE_NEWCGROUP) == 0,
     ]
     results = []
     for probe in probes:
@@ -442,7 +363,7 @@ def probe_namespaces() -> tuple[bool, bool, bool]:
             os._exit(0 if probe() else 1)
         _, status = os.waitpid(pid, 0)
         results.append(os.waitstatus_to_exitcode(status) == 0)
-    return results[0], results[1], results[2]
+    return results[0], results[1], results[2], results[3]
 
 
 # --------------------------------------------------------------------------- runs
@@ -457,14 +378,21 @@ class Child:
         self.cpu = 0.0
         self.warm = False  # serves several runs: its stdin stays open between them
         self.rss_base = 0  # resident bytes after its first run (a warm Python worker)
+        self.stopped = False  # SIGSTOPped while it waits, warm, for the next run of its code
+        # How /proc names its request pipe (the one whose write end we hold as `stdin`).
+        self.request_pipe = f"pipe:[{os.fstat(self.stdin).st_ino}]" if self.stdin >= 0 else ""
+        self.proc_fds: tuple[int, int] | None = None  # its /proc syscall and stat, kept open
 
 
 class Run:
-    def __init__(self, run_id: str, request: dict[str, Any]) -> None:
+    def __init__(self, run_id: str, meta: dict[str, Any], payload: bytes) -> None:
         self.id = run_id
-        self.request = request
-        self.language = request.get("language", "python")
-        self.timeout = float(request.get("timeout") or 60)
+        self.payload = payload  # what the child reads on stdin (wire.child_request)
+        self.language = meta.get("language", "python")
+        self.timeout = float(meta.get("timeout") or 60)
+        self.source = str(meta.get("source", ""))  # Go only: compiled here, not sent to the child
+        # code id + source hash: which warm worker may run it (JavaScript and Python)
+        self.warm_key = str(meta.get("warm_key", "")) if self.language != "go" else ""
         self.argv: list[str] | None = None  # exec'd program (Go binary, or Node without a spare)
         self.slot: Slot | None = None
         self.child: Child | None = None
@@ -475,19 +403,15 @@ class Run:
         self.reason: str | None = None
         self.reason_message = ""
         self.output = 0
-        self.buffers: dict[int, bytes] = {}
-        self.pending_stdin = b""
+        self.buffers: dict[int, bytearray] = {}
+        self.pending_stdin = memoryview(b"")
         self.oom_before = 0
         self.timer: list[Any] | None = None
         self.finished = False
         self.done_code: int | None = None  # the child said it is done (before its exit)
+        self.done_checking = False  # ... and we wait to see it idle (a warm worker)
         self.done_keep = False  # ... and that its process may serve another run
         self.cpu_base = 0.0  # CPU seconds the child had used before this run
-        self.warm_key = ""  # code id + source hash: which warm worker may run it
-        if self.language in ("javascript", "python"):
-            source = str(request.get("source", "")).encode()
-            digest = hashlib.sha256(source).hexdigest()
-            self.warm_key = f"{request.get('code_id', '')}:{digest}"
 
 
 class Slot:
@@ -513,7 +437,7 @@ class Supervisor:
         self.api = sock
         self.api.setblocking(False)
         self.selector = selectors.DefaultSelector()
-        self.api_in = b""
+        self.api_in = wire.FrameReader()
         self.api_out = bytearray()
         self.timers: list[list[Any]] = []
         self.counter = itertools.count()
@@ -524,13 +448,16 @@ class Supervisor:
         self.pid_slot: dict[int, Slot] = {}
         self.go_cache: dict[str, str] = {}
         self.go_jobs: dict[str, list[Callable[[str | None, str | None], None]]] = {}
+        self.go_waiting: deque[tuple[str, str]] = deque()  # compiles waiting for a builder
+        self.go_builders: list[int] = []  # free build cgroups (-1: none, limits only)
+        self.go_touched: dict[str, float] = {}
         self.zygote: subprocess.Popen[bytes] | None = None
         self.zsock: socket.socket | None = None
         self.status: dict[str, Any] = {}
         self.warnings: list[str] = []
         self.broken = False
-        self.egress_range: tuple[int, int] | None = None
-        self.egress_lock: int | None = None
+        self.owner_filter: network.OwnerFilter | None = None
+        self.slot_networks: network.SlotNetworks | None = None
 
     # ---------------------------------------------------------------- start
 
@@ -563,11 +490,16 @@ class Supervisor:
         for path in (self.go_cache_dir, self.go_bin_dir):
             os.makedirs(path, mode=0o711, exist_ok=True)
             os.chmod(path, 0o711)
+        uid_base = int(s["uid_base"])
+        # Go compiles run as their own unprivileged user (just past the slots' uids), which
+        # owns the Go cache: sandboxes may only execute the binaries they are given.
+        self.build_uid = uid_base + total if self.root else os.geteuid()
+        if self.root:
+            _chown_tree(self.go_cache_dir, self.build_uid)
         self._sweep_stale_dirs(work)
         self.base_dir = os.path.join(work, f"sandbox-{os.getpid()}")
         os.makedirs(self.base_dir, mode=0o711, exist_ok=True)
         os.chmod(self.base_dir, 0o711)
-        uid_base = int(s["uid_base"])
         for index in range(total):
             kind = "general" if index < self.capacity else "node"
             uid = uid_base + index if self.root else os.geteuid()
@@ -578,6 +510,15 @@ class Supervisor:
         self.cgroups = Cgroups(total, int(s["memory_mb"]), int(s["max_processes"]))
         if self.root:
             self.cgroups.setup()
+        builds = int(s["go_build_jobs"])
+        if self.cgroups.has_any():
+            self.go_builders = [
+                self.cgroups.add_group(f"build-{index}", int(s["go_build_memory_mb"]), 512)
+                for index in range(builds)
+            ]
+        else:
+            self.go_builders = [-1] * builds
+            self.warnings.append("Go compiles have no memory limit (no cgroups)")
         if self.cgroups.version == "none":
             self.warnings.append(
                 "no cgroups: memory falls back to RLIMIT_AS/RLIMIT_DATA, process count to "
@@ -585,54 +526,34 @@ class Supervisor:
                 + "; CPU is not shared fairly"
                 + (f" ({self.cgroups.error})" if self.cgroups.error else "")
             )
-        mountns, netns, hide_pids = probe_namespaces() if self.root else (False, False, False)
+        mountns, netns, hide_pids, ipcns = (
+            probe_namespaces() if self.root else (False, False, False, False)
+        )
         if not mountns:
             self.warnings.append(
                 "no mount namespaces: /tmp, /dev/shm and /run are shared with the host"
+                + ("; Go compiles run as root" if self.root else "")
             )
-        network = s["network"]
-        net_desc = ""
-        use_netns = False
-        if not self.root:
-            net_desc = "unrestricted (not root: no packet filter, no namespace)"
+        # Where seccomp cannot refuse SysV IPC, a warm worker is kept only when its run left no
+        # object in its IPC namespace (where they show in /proc/sysvipc).
+        self.count_ipc = ipcns and platform.machine() != "x86_64" and os.path.isdir("/proc/sysvipc")
+        # A warm Python worker is kept only when /proc shows it waiting for its next request.
+        self.python_reuse = self.reuse and SYS_READ >= 0 and os.path.exists("/proc/self/syscall")
+        if self.reuse and not self.python_reuse:
+            self.warnings.append("warm Python workers are off: /proc/<pid>/syscall is missing")
+        if not ipcns:
             self.warnings.append(
-                "not running as root: runs share the service's uid (its files and processes) "
-                "and network; processes that leave their process group are not tracked"
+                "no IPC namespaces: SysV shared memory, semaphores and queues are shared with "
+                "the host and may outlive a run"
             )
-        elif network == "off":
-            use_netns = netns
-            net_desc = (
-                "off (empty network namespace)"
-                if netns
-                else "unrestricted (network namespaces unavailable)"
-            )
-        else:
-            self.egress_range = (uid_base, uid_base + total - 1)
-            self.egress_lock = _hold_shared_lock(f"egress-{uid_base}-{uid_base + total - 1}")
-            error = install_egress_filter(*self.egress_range)
-            if not error:
-                net_desc = (
-                    "public egress; loopback, private and link-local refused (iptables owner match)"
-                )
-            elif netns:
-                use_netns = True
-                net_desc = "off (empty network namespace: packet filter unavailable)"
-                self.warnings.append(
-                    f"egress filter not installed ({error}): user code has no network"
-                )
-            else:
-                net_desc = "unrestricted (no packet filter, no namespaces)"
-                self.warnings.append(
-                    f"egress filter not installed ({error}) and no network namespaces"
-                )
-        if network == "off" and not netns and self.root:
-            self.warnings.append("network=off requested but network namespaces are unavailable")
+        net_desc, use_netns = self._choose_network(netns, (uid_base, uid_base + total), total)
 
         rlimits = {
             "RLIMIT_NPROC": int(s["max_processes"]),
             "RLIMIT_FSIZE": int(s["file_size_mb"]) * MB,
             "RLIMIT_CORE": 0,
             "RLIMIT_NOFILE": 256,
+            "RLIMIT_MSGQUEUE": 0,  # no POSIX message queue (seccomp refuses them too)
         }
         if not self.cgroups.has_memory():
             rlimits["RLIMIT_AS"] = int(s["memory_mb"]) * MB  # the child adds its current size
@@ -647,11 +568,15 @@ class Supervisor:
                     "dir": slot.dir,
                     "cgroup_procs": self.cgroups.procs_files(slot.index),
                     "netns": use_netns,
+                    "netns_path": (
+                        self.slot_networks.path(slot.index) if self.slot_networks else ""
+                    ),
                 }
                 for slot in self.slots
             ],
             "rlimits": rlimits,
             "mountns": mountns,
+            "ipcns": ipcns,
             "hide_pids": mountns and hide_pids,
             "work_dir": work,
             "tmpfs_mb": int(s["file_size_mb"]),
@@ -660,7 +585,7 @@ class Supervisor:
             # A Node process may serve many runs: its RLIMIT_CPU is a budget for its whole
             # life, each run's own limit is enforced by the supervisor (_limit_node_cpu).
             "node_cpu": NODE_CPU_BUDGET,
-            "python_reuse": self.reuse,
+            "python_reuse": self.python_reuse,
             "go_bin_dir": self.go_bin_dir,
             "sandbox_go_dir": SANDBOX_GO_DIR,
             "root": self.root,
@@ -672,13 +597,19 @@ class Supervisor:
         if self.cgroups.version != "none":
             layers.append(f"cgroup {self.cgroups.version} ({', '.join(self.cgroups.controllers)})")
         if mountns:
-            layers.append("mount namespace (private tmpfs /tmp, /var/tmp, /dev/shm, empty /run)")
+            layers.append(
+                "mount namespace (private tmpfs /tmp, /var/tmp, /dev/shm, empty /run, "
+                "no host cgroup tree)"
+            )
+        if ipcns:
+            layers.append("own IPC and cgroup namespaces")
         if mountns and hide_pids:
             layers.append("/proc shows only the run's own processes")
         if platform.machine() == "x86_64":
             layers.append(
                 "seccomp deny-list (namespaces, mount, ptrace, bpf, perf, io_uring, keyrings, "
-                "modules)"
+                "modules, SysV IPC, message queues; sockets of unix, inet, inet6 and route "
+                "netlink only)"
             )
         else:
             self.warnings.append(f"no seccomp filter for {platform.machine()}")
@@ -701,6 +632,51 @@ class Supervisor:
         for slot in self.slots:
             self._spawn(slot)
         self.selector.register(self.api, selectors.EVENT_READ, ("api", None))
+
+    def _choose_network(self, netns: bool, uids: tuple[int, int], total: int) -> tuple[str, bool]:
+        """How sandboxes reach the network: (what /health says, an empty namespace per child).
+
+        `uids` are the slots' and the build uid, filtered when namespaces per slot cannot be had.
+        """
+        if not self.root:
+            self.warnings.append(
+                "not running as root: runs share the service's uid (its files and processes) "
+                "and network; processes that leave their process group are not tracked"
+            )
+            return "unrestricted (not root: no packet filter, no namespace)", False
+        if self.s["network"] == "off":
+            if not netns:
+                self.warnings.append("network=off requested but network namespaces are unavailable")
+                return "unrestricted (network namespaces unavailable)", False
+            return "off (empty network namespace)", True
+        why = "turned off by the network_namespaces setting"
+        if netns and self.s["network_namespaces"]:
+            self.slot_networks = network.SlotNetworks(total)
+            why = self.slot_networks.setup()
+            if not why:
+                return (
+                    "public egress from a network namespace per slot (NAT); loopback, private, "
+                    "link-local and the host's own addresses refused; no inbound connections",
+                    False,
+                )
+            self.slot_networks = None
+        self.owner_filter = network.OwnerFilter(*uids)
+        error = self.owner_filter.install()
+        if not error:
+            self.warnings.append(
+                f"no network namespace per slot ({why}): sandboxes share the host's network "
+                "namespace (its sockets are listed in /proc/net)"
+            )
+            return (
+                "public egress; loopback, private, link-local and the host's own addresses "
+                "refused, no inbound connections (iptables owner match)",
+                False,
+            )
+        if netns:
+            self.warnings.append(f"egress filter not installed ({error}): user code has no network")
+            return "off (empty network namespace: packet filter unavailable)", True
+        self.warnings.append(f"egress filter not installed ({error}) and no network namespaces")
+        return "unrestricted (no packet filter, no namespaces)", False
 
     def _sweep_stale_dirs(self, work: str) -> None:
         for entry in os.listdir(work):
@@ -739,19 +715,21 @@ class Supervisor:
         return entry
 
     def send_api(self, message: dict[str, Any]) -> None:
-        data = json.dumps(message).encode()
         was_empty = not self.api_out
-        self.api_out += struct.pack(">I", len(data)) + data
+        self.api_out += wire.encode_frame(message)
         if was_empty:
             self._flush_api()
 
     def _flush_api(self) -> None:
+        sent_total = 0
         try:
-            while self.api_out:
-                sent = self.api.send(self.api_out)
-                del self.api_out[:sent]
+            with memoryview(self.api_out) as view:
+                while sent_total < len(view):
+                    sent_total += self.api.send(view[sent_total:])
         except BlockingIOError:
             pass
+        finally:
+            del self.api_out[:sent_total]
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.api_out else 0)
         with contextlib.suppress(KeyError):
             self.selector.modify(self.api, events, ("api", None))
@@ -807,20 +785,14 @@ class Supervisor:
             return True
         if not data:
             return False
-        self.api_in += data
-        while len(self.api_in) >= 4:
-            (size,) = struct.unpack(">I", self.api_in[:4])
-            if len(self.api_in) < 4 + size:
-                break
-            frame = json.loads(self.api_in[4 : 4 + size])
-            self.api_in = self.api_in[4 + size :]
-            self._handle_api(frame)
+        for frame, blob in self.api_in.feed(data):
+            self._handle_api(frame, blob)
         return True
 
-    def _handle_api(self, frame: dict[str, Any]) -> None:
+    def _handle_api(self, frame: dict[str, Any], blob: bytes) -> None:
         op = frame.get("op")
         if op == "run":
-            run = Run(frame["id"], frame["request"])
+            run = Run(frame["id"], frame["run"], blob)
             if run.language == "go":
                 self._prepare_go(run)
             elif run.language not in ("python", "javascript"):
@@ -1084,20 +1056,18 @@ class Supervisor:
         # The child lowers its own RLIMIT_CPU from the header: prlimit() on another uid's
         # process needs CAP_SYS_RESOURCE, which a container's root often lacks.
         cpu = self._cpu_limit(run)
-        payload = dict(run.request)
-        payload["run_id"] = payload.get("run_id", run.id)
-        payload["max_log_chars"] = self.max_log_chars
-        python_warm = self.reuse and run.language == "python" and slot.kind == "general"
+        python_warm = self.python_reuse and run.language == "python" and slot.kind == "general"
         if child.kind == "node":
-            # engine.js reports {"t": "done"} instead of exiting
-            payload["reuse"] = self.reuse
+            # engine.js reports {"t": "done"} instead of exiting (the request says `reuse`)
             child.warm = self.reuse
             self._drain_stale(child)
             self._limit_node_cpu(run, child, cpu)
         elif python_warm:
             self._drain_stale(child)
             self._limit_node_cpu(run, child, cpu)
-        body = (json.dumps(payload) + "\n").encode()
+        if child.stopped:  # a warm worker: stopped since its last run
+            child.stopped = False
+            os.kill(child.pid, signal.SIGCONT)
         if child.kind == "node" or child.warm:
             header = b""  # a warm worker awaits just the next request line
         else:
@@ -1112,7 +1082,8 @@ class Supervisor:
                 child.warm = True
             encoded = json.dumps(mode).encode()
             header = struct.pack(">I", len(encoded)) + encoded
-        run.pending_stdin = header + body
+        run.pending_stdin = memoryview(header + run.payload)
+        run.payload = b""
         run.started = time.monotonic()
         run.timer = self.call_later(run.timeout, lambda: self._timeout(run))
         for fd, name in (
@@ -1130,14 +1101,14 @@ class Supervisor:
             return
         try:
             while run.pending_stdin:
-                written = os.write(child.stdin, run.pending_stdin[: READ_SIZE * 16])
+                written = os.write(child.stdin, run.pending_stdin)
                 run.pending_stdin = run.pending_stdin[written:]
         except BlockingIOError:
             if first:
                 self.selector.register(child.stdin, selectors.EVENT_WRITE, ("in", run))
             return
         except BrokenPipeError:
-            run.pending_stdin = b""
+            run.pending_stdin = memoryview(b"")
         if not first:
             self.selector.unregister(child.stdin)
         if child.warm:
@@ -1195,8 +1166,35 @@ class Supervisor:
         self._consume(run, fd, name, data)
         if run.reason == "output":
             self._kill_run(run, "output", run.reason_message)
-        elif run.done_code is not None and not run.finished:
+        elif run.done_code is not None and not run.finished and not run.done_checking:
+            self._on_done(run)
+
+    def _on_done(self, run: Run) -> None:
+        """The child wrote "done". A single-use child ends here (killed right after). A warm
+        worker's word is checked against /proc first: user code can write the same line, then
+        go on running; such a run goes on (under its limits) until the worker is really idle."""
+        child = run.child
+        if child is None or not (child.warm and run.done_keep):
             self._finish(run)
+            return
+        for _ in range(IDLE_SPINS):  # it is usually a few microseconds from its wait
+            if _is_idle(child):
+                self._finish(run)
+                return
+            os.sched_yield()
+        run.done_checking = True
+        self._recheck_done(run, IDLE_STEP)
+
+    def _recheck_done(self, run: Run, delay: float) -> None:
+        def check() -> None:
+            if run.finished or run.child is None:
+                return
+            if _is_idle(run.child):
+                self._finish(run)
+            else:
+                self._recheck_done(run, min(delay * 2, IDLE_STEP_MAX))
+
+        self.call_later(delay, check)
 
     def _consume(self, run: Run, fd: int, name: str, data: bytes) -> None:
         if run.reason is not None:
@@ -1206,16 +1204,24 @@ class Supervisor:
             run.reason = "output"
             run.reason_message = f"output over the limit of {self.s['output_bytes']} bytes"
             return
-        buffer = run.buffers.get(fd, b"") + data
-        lines = buffer.split(b"\n")
-        run.buffers[fd] = lines.pop()
-        for line in lines:
-            self._line(run, name, line)
+        # Only the new bytes are searched for line ends; a partial line is moved once per line.
+        buffer = run.buffers.setdefault(fd, bytearray())
+        start = 0
+        newline = data.find(b"\n")
+        if newline >= 0:
+            buffer += data[: newline + 1]
+            self._line(run, name, bytes(buffer[:-1]))
+            buffer.clear()
+            start = newline + 1
+            while (newline := data.find(b"\n", start)) >= 0:
+                self._line(run, name, data[start:newline])
+                start = newline + 1
+        buffer += data[start:] if start else data
 
     def _flush_partial(self, run: Run, fd: int, name: str) -> None:
-        rest = run.buffers.pop(fd, b"")
+        rest = run.buffers.pop(fd, None)
         if rest and run.reason is None:
-            self._line(run, name, rest)
+            self._line(run, name, bytes(rest))
 
     def _line(self, run: Run, name: str, raw: bytes) -> None:
         now = time.time()
@@ -1226,8 +1232,10 @@ class Supervisor:
             )
             return
         try:
-            message = json.loads(raw)
+            message = wire.loads(raw)
         except ValueError:
+            return
+        if not isinstance(message, dict):
             return
         kind = message.get("t")
         if kind == "log":
@@ -1235,12 +1243,16 @@ class Supervisor:
             level = level if level in ("debug", "info", "error") else "info"
             run.logs.append([level, str(message.get("msg", ""))[: self.max_log_chars], now])
         elif kind == "result":
+            code = message.get("status_code", 200)
+            if isinstance(code, bool) or not isinstance(code, int | str):
+                message["status_code"] = 200  # the engines send ints or strings; nothing else
             run.result = message
         elif kind == "error":
             run.error = message
         elif kind == "done":
-            run.done_code = int(message.get("code", 0))
-            run.done_keep = bool(message.get("keep", True))
+            code = message.get("code", 0)
+            run.done_code = code if isinstance(code, int) and not isinstance(code, bool) else 1
+            run.done_keep = message.get("keep", True) is True
 
     # ---------------------------------------------------------------- ending a run
 
@@ -1375,6 +1387,15 @@ class Supervisor:
             self.call_later(CLEAN_STEP, lambda: self._recycle_step(slot, child))
             return
         slot.clean_deadline = 0.0
+        if self.count_ipc:
+            try:
+                objects = _ipc_objects(child.pid)
+            except OSError as exc:
+                log(f"slot {slot.index}: cannot look at a warm worker's IPC objects: {exc}")
+                objects = -1
+            if objects:  # SysV objects of a run must not reach the next (nor count against it)
+                self._retire_warm(slot)
+                return
         try:
             if self.child_cfg["mountns"]:
                 # The worker's private /tmp, /var/tmp, /dev/shm, seen through its mount namespace.
@@ -1388,6 +1409,13 @@ class Supervisor:
             log(f"slot {slot.index}: cannot wipe a warm worker's dirs: {exc}")
             self._retire_warm(slot)
             return
+        # Stopped until its next run: whatever the code left scheduled cannot run in between.
+        try:
+            os.kill(child.pid, signal.SIGSTOP)
+        except OSError:
+            self._retire_warm(slot)
+            return
+        child.stopped = True
         slot.state = "warm"
         slot.warm_used = time.monotonic()
         runs = slot.warm_runs
@@ -1410,6 +1438,10 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 os.close(fd)
         child.stdin = child.stdout = child.stderr = child.proto = -1
+        for fd in child.proc_fds or ():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        child.proc_fds = None
 
     def _outcome(self, run: Run) -> dict[str, Any]:
         slot = run.slot
@@ -1544,12 +1576,13 @@ class Supervisor:
             self.pending.append(run)
             self._dispatch()
 
-        self._compile(str(run.request.get("source", "")), compiled)
+        self._compile(run.source, compiled)
 
     def _compile(self, source: str, done: Callable[[str | None, str | None], None]) -> None:
         key = hashlib.sha256(source.encode()).hexdigest()
         cached = self.go_cache.get(key)
         if cached and os.path.exists(cached):
+            self._used_binary(key, cached)
             done(cached, None)
             return
         if key in self.go_jobs:
@@ -1559,30 +1592,43 @@ class Supervisor:
             done(None, "runner: Go is not available on this runner")
             return
         self.go_jobs[key] = [done]
+        self.go_waiting.append((key, source))
+        self._start_builds()
+
+    def _used_binary(self, key: str, path: str) -> None:
+        """Binaries are evicted least recently used first: mark this one used (once a minute)."""
+        now = time.monotonic()
+        if now - self.go_touched.get(key, 0.0) > 60:
+            self.go_touched[key] = now
+            with contextlib.suppress(OSError):
+                os.utime(path)
+
+    def _start_builds(self) -> None:
+        """A few compiles at once (go_build_jobs), each in its own limited cgroup; others wait."""
+        while self.go_waiting and self.go_builders:
+            key, source = self.go_waiting.popleft()
+            self._build(key, source, self.go_builders.pop())
+
+    def _build(self, key: str, source: str, group: int) -> None:
         read_fd, write_fd = os.pipe()
+        oom_before = self.cgroups.oom_kills(group) if group >= 0 else 0
         pid = os.fork()
         if pid == 0:
-            # Compiling runs no user code; the cache stays root-owned, readable by sandboxes.
             try:
                 os.close(read_fd)
-                sys.path.insert(0, ENGINES_DIR)
-                import golang
-
-                os.makedirs(self.go_cache_dir, mode=0o755, exist_ok=True)
                 try:
-                    path = golang.compile(
-                        source, go=self.s["go"], cache_dir=self.go_cache_dir, timeout=60
-                    )
-                    answer = {"path": path}
-                except golang.CompileFailed as exc:
-                    answer = {"error": exc.message}
-                except Exception as exc:
-                    answer = {"error": f"runner: Go compiler failed: {exc}"}
+                    answer = self._build_in_child(source, group)
+                except BaseException as exc:
+                    answer = {"error": f"runner: cannot start the Go compiler: {exc}"}
                 os.write(write_fd, json.dumps(answer).encode())
             finally:
                 os._exit(0)
         os.close(write_fd)
         chunks: list[bytes] = []
+        # The compile kills itself at go_build_seconds; this is the backstop for the whole job.
+        backstop = self.call_later(
+            float(self.s["go_build_seconds"]) + 15, lambda: self._kill_build(pid, group)
+        )
 
         def on_readable() -> None:
             data = os.read(read_fd, 65536)
@@ -1591,19 +1637,77 @@ class Supervisor:
                 return
             self.selector.unregister(read_fd)
             os.close(read_fd)
+            backstop[2] = None
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
+            self._kill_build(pid, group)
             try:
                 answer = json.loads(b"".join(chunks))
             except ValueError:
                 answer = {"error": "runner: the Go compiler job died"}
             path = answer.get("path")
+            error = answer.get("error")
             if path:
                 self.go_cache[key] = path
+            elif group >= 0 and self.cgroups.oom_kills(group) > oom_before:
+                error = (
+                    f"the code needs more than {self.s['go_build_memory_mb']} MB to compile "
+                    "(memory limit of a Go compile)"
+                )
+            self.go_builders.append(group)
             for callback in self.go_jobs.pop(key, []):
-                callback(path, answer.get("error"))
+                callback(path, error)
+            self._start_builds()
 
         self.selector.register(read_fd, selectors.EVENT_READ, ("compile", on_readable))
+
+    def _kill_build(self, pid: int, group: int) -> None:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+        if group >= 0:
+            _kill_cgroup_dirs(self.cgroups.slot_dirs[group].values())
+
+    def _build_in_child(self, source: str, group: int) -> dict[str, Any]:
+        """In the forked job: limits and an unprivileged uid, then the compile (no user code
+        runs here, but the compiler itself can be made to use unbounded memory and disk)."""
+        os.setsid()
+        for path in self.cgroups.procs_files(group) if group >= 0 else []:
+            write_text(path, str(os.getpid()))
+        cache_dir = self.go_cache_dir
+        drop = self.root and self.child_cfg["mountns"]
+        if drop:
+            # The cache's parent dirs may be closed to other users (a work dir under a private
+            # tmp): show the cache alone at a fixed path, in a mount namespace of the job's own.
+            check(libc.unshare(CLONE_NEWNS | CLONE_NEWNET), "unshare")  # and no network
+            mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+            mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
+            os.mkdir(BUILD_CACHE, 0o711)
+            mount(self.go_cache_dir, BUILD_CACHE, None, MS_BIND, None)
+            cache_dir = BUILD_CACHE
+        seconds = int(self.s["go_build_seconds"])
+        limits = {
+            resource.RLIMIT_CPU: seconds,  # per process of the toolchain
+            resource.RLIMIT_FSIZE: int(self.s["go_build_output_mb"]) * MB,
+            resource.RLIMIT_CORE: 0,
+        }
+        for limit, value in limits.items():
+            resource.setrlimit(limit, (value, value))
+        if drop:
+            os.setgroups([])
+            os.setresgid(self.build_uid, self.build_uid, self.build_uid)
+            os.setresuid(self.build_uid, self.build_uid, self.build_uid)
+        check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+        import golang
+
+        try:
+            path = golang.compile(source, go=self.s["go"], cache_dir=cache_dir, timeout=seconds)
+        except golang.CompileFailed as exc:
+            return {"error": exc.message}
+        except Exception as exc:
+            return {"error": f"runner: Go compiler failed: {exc}"}
+        with contextlib.suppress(OSError):
+            golang.trim_cache(cache_dir, int(self.s["go_cache_mb"]) * MB, keep=path)
+        return {"path": os.path.join(self.go_bin_dir, os.path.basename(path))}
 
     # ---------------------------------------------------------------- stop
 
@@ -1627,28 +1731,12 @@ class Supervisor:
                 time.sleep(0.005)
         self.cgroups.remove()
         shutil.rmtree(self.base_dir, ignore_errors=True)
-        # Every runner using this uid range holds a shared lock: the last one out removes the
-        # chain (taking the lock exclusively means no other runner relies on it).
-        if self.egress_range is not None and self.egress_lock is not None:
-            try:
-                fcntl.flock(self.egress_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                pass
-            else:
-                remove_egress_filter(*self.egress_range)
+        if self.owner_filter is not None:
+            self.owner_filter.remove()
+        if self.slot_networks is not None:
+            self.slot_networks.remove()
         if self.zsock is not None:
             self.zsock.close()
-
-
-def _hold_shared_lock(name: str) -> int | None:
-    """A shared flock on /run/codeactions/<name>.lock, held for the supervisor's life."""
-    try:
-        os.makedirs(LOCK_DIR, mode=0o755, exist_ok=True)
-        fd = os.open(os.path.join(LOCK_DIR, f"{name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        return fd
-    except OSError:
-        return None
 
 
 def _wipe(directory: str) -> None:
@@ -1678,6 +1766,45 @@ def _process_rss(pid: int) -> int:
             return int(handle.read().split()[1]) * PAGE_SIZE
     except (OSError, IndexError, ValueError):
         return 0
+
+
+def _is_idle(child: Child) -> bool:
+    """What /proc says of a warm worker that reported the end of its run.
+
+    Python: its only thread is blocked reading its request pipe, so nothing of the run goes on.
+    Node: its main thread is blocked polling for events (not running code); its threads and
+    event loop cannot be seen from outside, which is why warm workers are also stopped
+    (SIGSTOP) between runs.
+    """
+    pid = child.pid
+    try:
+        if child.proc_fds is None:  # read again for each run: pread on open files is cheap
+            child.proc_fds = (
+                os.open(f"/proc/{pid}/syscall", os.O_RDONLY),
+                os.open(f"/proc/{pid}/stat", os.O_RDONLY),
+            )
+        syscall_fd, stat_fd = child.proc_fds
+        fields = os.pread(syscall_fd, 512, 0).split()
+        if child.kind == "node":
+            return bool(fields) and fields[0].decode() in SYS_EPOLL_WAITS
+        if len(fields) < 2 or fields[0] != str(SYS_READ).encode():
+            return False  # "running", or another call
+        threads = os.pread(stat_fd, 1024, 0).rsplit(b")", 1)[1].split()[17]
+        if threads != b"1":
+            return False
+        return os.readlink(f"/proc/{pid}/fd/{int(fields[1], 16)}") == child.request_pipe
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def _ipc_objects(pid: int) -> int:
+    """SysV IPC objects (shared memory, queues, semaphores) in the IPC namespace of `pid`."""
+    with entered(f"/proc/{pid}/ns/ipc", CLONE_NEWIPC):
+        count = 0
+        for kind in ("shm", "msg", "sem"):
+            with open(f"/proc/sysvipc/{kind}") as handle:
+                count += max(0, len(handle.readlines()) - 1)  # below a header line
+        return count
 
 
 def _sweep_shared_tmp(uid: int) -> None:
@@ -1711,21 +1838,15 @@ def _signal_name(sig: int) -> str:
         return str(sig)
 
 
-def _read_frame(sock: socket.socket) -> dict[str, Any]:
-    header = b""
-    while len(header) < 4:
-        chunk = sock.recv(4 - len(header))
-        if not chunk:
+def _read_first_frame(sock: socket.socket) -> dict[str, Any]:
+    reader = wire.FrameReader()
+    while True:
+        data = sock.recv(1 << 20)
+        if not data:
             raise EOFError
-        header += chunk
-    (size,) = struct.unpack(">I", header)
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(min(1 << 20, size - len(data)))
-        if not chunk:
-            raise EOFError
-        data += chunk
-    return json.loads(data)
+        frames = reader.feed(data)
+        if frames:
+            return frames[0][0]  # the API sends nothing else before our "ready"
 
 
 def _exit_on_signal(signum: int, frame: Any) -> None:
@@ -1733,12 +1854,9 @@ def _exit_on_signal(signum: int, frame: Any) -> None:
 
 
 def main() -> None:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the API process
     sock = socket.socket(fileno=int(sys.argv[1]))
-    init = _read_frame(sock)
+    init = _read_first_frame(sock)
     supervisor = Supervisor(sock)
     signal.signal(signal.SIGTERM, _exit_on_signal)
     try:

@@ -31,6 +31,23 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import python_engine
+from linux import (
+    CLONE_NEWCGROUP,
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    PR_SET_NO_NEW_PRIVS,
+    check,
+    libc,
+    mount,
+)
 
 # Light libraries user code commonly imports, loaded once here so a run does not pay for them.
 # Heavy ones (pandas, numpy) stay out: fork cost grows with the zygote's memory.
@@ -54,30 +71,11 @@ for _name in (
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
-PR_SET_NO_NEW_PRIVS = 38
 PR_SET_CHILD_SUBREAPER = 36
-CLONE_NEWNS = 0x00020000
-CLONE_NEWNET = 0x40000000
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_NOEXEC = 8
-MS_BIND = 0x1000
-MS_REC = 0x4000
-MS_PRIVATE = 1 << 18
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
 IFF_RUNNING = 0x40
-
-libc = ctypes.CDLL(None, use_errno=True)
-libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-libc.mount.argtypes = [
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_ulong,
-    ctypes.c_char_p,
-]
 
 
 # ---- seccomp: a deny-list of kernel interfaces user code has no business with (x86_64 only).
@@ -121,6 +119,26 @@ SECCOMP_DENY_X86_64 = {
     320: "kexec_file_load",
     321: "bpf",
     323: "userfaultfd",
+    # SysV IPC and POSIX message queues: nothing user code needs, and their objects outlive
+    # the process that made them (a warm worker's next run would find them, and pay for them).
+    29: "shmget",
+    30: "shmat",
+    31: "shmctl",
+    64: "semget",
+    65: "semop",
+    66: "semctl",
+    67: "shmdt",
+    68: "msgget",
+    69: "msgsnd",
+    70: "msgrcv",
+    71: "msgctl",
+    220: "semtimedop",
+    240: "mq_open",
+    241: "mq_unlink",
+    242: "mq_timedsend",
+    243: "mq_timedreceive",
+    244: "mq_notify",
+    245: "mq_getsetattr",
     428: "open_tree",
     429: "move_mount",
     430: "fsopen",
@@ -136,9 +154,16 @@ SECCOMP_ENOSYS_X86_64 = {
     427: "io_uring_register",
     435: "clone3",
 }
+SYS_SOCKET = 41
+SYS_SOCKETPAIR = 53
 SYS_CLONE = 56
 CLONE_NAMESPACES = 0x7E020080  # NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET|NEWTIME
 AUDIT_ARCH_X86_64 = 0xC000003E
+# The socket families user code needs: local sockets, IPv4, IPv6, and route netlink (getaddrinfo
+# and getifaddrs read addresses through it). Others (vsock, packet, bluetooth, ...) are refused.
+AF_UNIX, AF_INET, AF_INET6, AF_NETLINK = 1, 2, 10, 16
+NETLINK_ROUTE = 0
+EAFNOSUPPORT, EPROTONOSUPPORT = 97, 93
 
 
 class _SockFilter(ctypes.Structure):
@@ -154,6 +179,23 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
 
 
+def _assemble(program: list) -> list[tuple[int, int, int, int]]:
+    """BPF with named jump targets: a str in the program marks a label, jt/jf may name one."""
+    labels: dict[str, int] = {}
+    code = []
+    for item in program:
+        if isinstance(item, str):
+            labels[item] = len(code)
+        else:
+            code.append(item)
+    resolved = []
+    for index, (op, jt, jf, k) in enumerate(code):
+        jt = labels[jt] - index - 1 if isinstance(jt, str) else jt
+        jf = labels[jf] - index - 1 if isinstance(jf, str) else jf
+        resolved.append((op, jt, jf, k))
+    return resolved
+
+
 def _seccomp_program() -> _SockFprog | None:
     """The BPF program, built once in the zygote; None where the syscall table is not known."""
     import platform
@@ -161,30 +203,54 @@ def _seccomp_program() -> _SockFprog | None:
     if platform.machine() != "x86_64":
         return None
     load, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
-    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
-    code = [
+    allow = 0x7FFF0000
+
+    def errno(number: int) -> int:
+        return 0x00050000 | number
+
+    nr, arg0, arg2 = 0, 16, 32  # offsets in seccomp_data (low halves of the arguments)
+    program: list = [
         (load, 0, 0, 4),
         (jeq, 1, 0, AUDIT_ARCH_X86_64),
-        (ret, 0, 0, eperm),  # other ABIs
-        (load, 0, 0, 0),
-        (jge, 0, 1, 0x40000000),
-        (ret, 0, 0, eperm),  # x32 numbers
+        (ret, 0, 0, errno(1)),  # other ABIs
+        (load, 0, 0, nr),
+        (jge, "eperm", 0, 0x40000000),  # x32 numbers
     ]
-    for number in sorted(SECCOMP_DENY_X86_64):
-        code += [(jeq, 0, 1, number), (ret, 0, 0, eperm)]
-    for number in sorted(SECCOMP_ENOSYS_X86_64):
-        code += [(jeq, 0, 1, number), (ret, 0, 0, enosys)]
-    code += [
-        (jeq, 0, 3, SYS_CLONE),
-        (load, 0, 0, 16),  # low half of clone's first argument: its flags
-        (jset, 0, 1, CLONE_NAMESPACES),
-        (ret, 0, 0, eperm),
+    program += [(jeq, "eperm", 0, number) for number in sorted(SECCOMP_DENY_X86_64)]
+    program += [(jeq, "enosys", 0, number) for number in sorted(SECCOMP_ENOSYS_X86_64)]
+    program += [
+        (jeq, "socket", 0, SYS_SOCKET),
+        (jeq, "socketpair", 0, SYS_SOCKETPAIR),
+        (jeq, "clone", "allow", SYS_CLONE),
+        "socket",
+        (load, 0, 0, arg0),
+        (jeq, "allow", 0, AF_UNIX),
+        (jeq, "allow", 0, AF_INET),
+        (jeq, "allow", 0, AF_INET6),
+        (jeq, 0, "eafnosupport", AF_NETLINK),
+        (load, 0, 0, arg2),
+        (jeq, "allow", 0, NETLINK_ROUTE),
+        (ret, 0, 0, errno(EPROTONOSUPPORT)),
+        "socketpair",
+        (load, 0, 0, arg0),
+        (jeq, "allow", "eafnosupport", AF_UNIX),
+        "clone",
+        (load, 0, 0, arg0),  # its flags
+        (jset, "eperm", "allow", CLONE_NAMESPACES),
+        "allow",
         (ret, 0, 0, allow),
+        "eperm",
+        (ret, 0, 0, errno(1)),
+        "enosys",
+        (ret, 0, 0, errno(38)),
+        "eafnosupport",
+        (ret, 0, 0, errno(EAFNOSUPPORT)),
     ]
+    code = _assemble(program)
     filters = (_SockFilter * len(code))(*[_SockFilter(*ins) for ins in code])
-    program = _SockFprog(len(code), filters)
-    program._keep = filters  # type: ignore[attr-defined]  # keep the array alive
-    return program
+    program_struct = _SockFprog(len(code), filters)
+    program_struct._keep = filters  # type: ignore[attr-defined]  # keep the array alive
+    return program_struct
 
 
 SECCOMP_PROGRAM = _seccomp_program()
@@ -194,28 +260,9 @@ def _apply_seccomp() -> None:
     if SECCOMP_PROGRAM is None:
         return
     PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
-    _check(
+    check(
         libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(SECCOMP_PROGRAM), 0, 0),
         "seccomp",
-    )
-
-
-def _check(result: int, what: str) -> None:
-    if result != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
-    _check(
-        libc.mount(
-            source.encode(),
-            target.encode(),
-            fstype.encode() if fstype else None,
-            flags,
-            data.encode() if data else None,
-        ),
-        f"mount {target}",
     )
 
 
@@ -247,40 +294,45 @@ def _private_mounts(
 
     Everything vanishes with the namespace when the run's last process dies. Returns the dir.
     """
-    _check(libc.unshare(CLONE_NEWNS), "unshare(mount)")
-    _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+    check(libc.unshare(CLONE_NEWNS), "unshare(mount)")
+    mount("none", "/", None, MS_REC | MS_PRIVATE, None)
     flags = MS_NOSUID | MS_NODEV
-    _mount("tmpfs", "/run", "tmpfs", flags, "size=1m,mode=0755")
+    mount("tmpfs", "/run", "tmpfs", flags, "size=1m,mode=0755")
     # Compiled Go binaries may live under /tmp, about to be hidden: show their dir in /run.
     if os.path.isdir(go_bin_dir):
         os.mkdir(sandbox_go_dir, 0o711)
-        _mount(go_bin_dir, sandbox_go_dir, None, MS_BIND, None)
+        mount(go_bin_dir, sandbox_go_dir, None, MS_BIND, None)
     hidden = ["/tmp", "/var/tmp", "/dev/shm", work_dir]
     # The engines and the user-code interpreter's libraries must stay visible even when the
     # checkout lives under a dir about to be hidden (a clone in /tmp): park them in /run first.
     kept = [path for path in KEEP_VISIBLE if any(_within(path, top) for top in hidden)]
     for index, path in enumerate(kept):
         os.makedirs(f"{PARKED}/{index}", 0o755)
-        _mount(path, f"{PARKED}/{index}", None, MS_BIND | MS_REC, None)
+        mount(path, f"{PARKED}/{index}", None, MS_BIND | MS_REC, None)
     # Twice the file-size limit: one file too big ends with EFBIG, not with a full disk.
-    _mount("tmpfs", "/tmp", "tmpfs", flags, f"size={2 * tmpfs_mb}m,mode=0700,uid={uid},gid={uid}")
+    mount("tmpfs", "/tmp", "tmpfs", flags, f"size={2 * tmpfs_mb}m,mode=0700,uid={uid},gid={uid}")
     for target in ("/var/tmp", "/dev/shm"):
         if os.path.isdir(target) and not os.path.islink(target):
-            _mount("tmpfs", target, "tmpfs", flags, f"size={tmpfs_mb}m,mode=1777")
+            mount("tmpfs", target, "tmpfs", flags, f"size={tmpfs_mb}m,mode=1777")
     # The on-disk work dir (other slots' dirs, the Go cache) is of no use inside: hide it.
     if os.path.isdir(work_dir):
-        _mount("tmpfs", work_dir, "tmpfs", flags, "size=64k,mode=0711")
+        mount("tmpfs", work_dir, "tmpfs", flags, "size=64k,mode=0711")
+    # The host's cgroup tree names other slots, other instances and the supervisor's pid.
+    if os.path.isdir("/sys/fs/cgroup"):
+        mount(
+            "tmpfs", "/sys/fs/cgroup", "tmpfs", flags | MS_NOEXEC | MS_RDONLY, "size=4k,mode=0555"
+        )
     for index, path in enumerate(kept):
         os.makedirs(path, 0o755, exist_ok=True)
-        _mount(f"{PARKED}/{index}", path, None, MS_BIND | MS_REC, None)
+        mount(f"{PARKED}/{index}", path, None, MS_BIND | MS_REC, None)
     if hide_pids:
-        _mount("proc", "/proc", "proc", flags | MS_NOEXEC, "hidepid=invisible")
+        mount("proc", "/proc", "proc", flags | MS_NOEXEC, "hidepid=invisible")
     return "/tmp"
 
 
 def _empty_network() -> None:
     """Own network namespace with only `lo` up: no route anywhere, not even the host's loopback."""
-    _check(libc.unshare(CLONE_NEWNET), "unshare(net)")
+    check(libc.unshare(CLONE_NEWNET), "unshare(net)")
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         import fcntl
@@ -303,6 +355,17 @@ def _become_sandbox(cfg: dict, slot: dict, kind: str) -> None:
     """Runs in the fresh child as root; returns as the slot's unprivileged user."""
     os.setsid()
     _enter_cgroups(slot["cgroup_procs"])
+    if cfg.get("ipcns"):
+        # Own SysV IPC objects (gone with the child's last process) and a cgroup view rooted at
+        # the slot: nothing shared with other runs or the host, no cgroup path naming the host.
+        check(libc.unshare(CLONE_NEWIPC | CLONE_NEWCGROUP), "unshare(ipc, cgroup)")
+    if slot.get("netns_path"):
+        # The slot's own network namespace (before /run, where it is named, is hidden).
+        fd = os.open(slot["netns_path"], os.O_RDONLY)
+        try:
+            check(libc.setns(fd, CLONE_NEWNET), "setns(net)")
+        finally:
+            os.close(fd)
     workdir = slot["dir"]
     if cfg["mountns"]:
         workdir = _private_mounts(
@@ -328,7 +391,7 @@ def _become_sandbox(cfg: dict, slot: dict, kind: str) -> None:
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
-    _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
     # Changing uid made the process non-dumpable (its /proc files owned by root); tools such as
     # Node read /proc/self, and only processes of this same slot uid could look at it.
     libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)

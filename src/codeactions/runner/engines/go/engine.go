@@ -2,7 +2,8 @@
 //
 // Protocol (spoken by the runner supervisor):
 //
-//	stdin  <- one JSON line {run_id, code_id, params, body, headers, method, max_log_chars}
+//	stdin  <- one JSON line {run_id, code_id, params, headers, method, max_log_chars, body_size},
+//	          then body_size raw bytes: the body
 //	fd 3   -> JSON lines {"t":"log",...} | {"t":"result",...} | {"t":"error","kind":"exception",...}
 //	stdout/stderr are left alone: the supervisor keeps them as info/error logs.
 //	Exit 0 after Run returns, 1 after a panic.
@@ -157,7 +158,7 @@ type ca_RunRequest struct {
 	RunID       string              `json:"run_id"`
 	CodeID      string              `json:"code_id"`
 	Params      map[string]string   `json:"params"`
-	Body        string              `json:"body"`
+	BodySize    int                 `json:"body_size"`
 	Headers     map[string][]string `json:"headers"`
 	Method      string              `json:"method"`
 	MaxLogChars *int                `json:"max_log_chars"`
@@ -232,14 +233,23 @@ func ca_call(engine *Engine, events *ca_Events) (ok bool) {
 
 func main() {
 	events := &ca_Events{file: os.NewFile(3, "ca_events")}
-	line, err := bufio.NewReader(os.Stdin).ReadBytes('\n')
+	stdin := bufio.NewReaderSize(os.Stdin, 1<<16)
+	line, err := stdin.ReadBytes('\n')
 	if err != nil && err != io.EOF {
-		events.emit(map[string]any{"t": "error", "kind": "exception", "message": "reading the request: " + err.Error()})
+		events.emit(map[string]any{"t": "error", "kind": "runner", "message": "reading the request: " + err.Error()})
 		os.Exit(1)
 	}
 	var request ca_RunRequest
 	if err := json.Unmarshal(line, &request); err != nil {
-		events.emit(map[string]any{"t": "error", "kind": "exception", "message": "bad request: " + err.Error()})
+		events.emit(map[string]any{"t": "error", "kind": "runner", "message": "bad request: " + err.Error()})
+		os.Exit(1)
+	}
+	if request.BodySize < 0 {
+		request.BodySize = 0
+	}
+	rawBody := make([]byte, request.BodySize)
+	if _, err := io.ReadFull(stdin, rawBody); err != nil {
+		events.emit(map[string]any{"t": "error", "kind": "runner", "message": "reading the request body: " + err.Error()})
 		os.Exit(1)
 	}
 	maxChars := 8000
@@ -255,7 +265,8 @@ func main() {
 	params := &ca_Params{values: request.Params}
 	header := &ca_Header{values: request.Headers}
 	log := &ca_Log{events: events, maxChars: maxChars}
-	body := ca_pyStrip(request.Body)
+	// Invalid UTF-8 reads as U+FFFD, as in the other engines.
+	body := ca_pyStrip(strings.ToValidUTF8(string(rawBody), "\uFFFD"))
 	engine := &Engine{
 		Params: params, Header: header, Body: body, Method: request.Method, Log: log,
 		Result:  &ca_Result{events: events},

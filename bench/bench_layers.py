@@ -1,0 +1,217 @@
+"""Cost of the sandbox's layers per run: this checkout's runner against another revision's.
+
+Usage: .venv/bin/python bench/bench_layers.py [--baseline REF] [--rounds N] [--runs N] [--http]
+
+The baseline revision (default: the newest commit on main without this checkout's changes, i.e.
+`HEAD` when the working tree is dirty, else `HEAD~1`) is exported with `git archive` to a temp
+dir. Both runners then run the same trivial Python, JavaScript and Go actions back to back, in
+alternating rounds within this one invocation (this machine is shared and noisy: only ratios
+measured side by side mean something). Prints p50/p90 per case and version, and new/old ratios.
+With `--http`, the same codes are measured end to end instead: each version's whole service
+(`codeactions serve`, SQLite) answering `GET /action/endpoint/<id>`, one client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = {
+    "python": 'def Run(engine):\n    engine.result.set({"calculation": 50})\n',
+    "javascript": 'function Run(engine){ engine.result.set("ok") }\n',
+    "go": 'package main\n\nfunc Run(engine *Engine) { engine.Result.Set("ok", 200, "text") }\n',
+}
+
+
+async def worker(runs: int, uid_base: int) -> dict[str, list[float]]:
+    """In a child process whose PYTHONPATH picks one revision's `codeactions`."""
+    from codeactions.config import LogSettings, RunnerSettings
+    from codeactions.runner.base import RunRequest
+    from codeactions.runner.sandbox import SandboxRunner
+
+    with tempfile.TemporaryDirectory(prefix="bench-layers-") as work:
+        runner = SandboxRunner(
+            RunnerSettings(
+                work_dir=work,
+                uid_base=uid_base,
+                slots=4,
+                python=str(ROOT / ".venv-runtime" / "bin" / "python"),
+            ),
+            LogSettings(),
+        )
+        await runner.start()
+        try:
+            found: dict[str, list[float]] = {}
+            for language, source in CASES.items():
+                if language == "go":
+                    await runner.check("go", source)
+                request = RunRequest(
+                    run_id="bench",
+                    code_id=f"bench-{language}",
+                    language=language,  # type: ignore[arg-type]
+                    source=source,
+                    timeout=30,
+                    params={"a": "1"},
+                    body="body",
+                )
+                for _ in range(20):  # warm workers, caches
+                    await runner.run(request)
+                latencies = []
+                for _ in range(runs):
+                    started = time.perf_counter()
+                    outcome = await runner.run(request)
+                    latencies.append(time.perf_counter() - started)
+                    assert outcome.ok, outcome.error
+                found[language] = latencies
+            return found
+        finally:
+            await runner.close()
+
+
+async def http_worker(src: Path | None, runs: int, uid_base: int) -> dict[str, list[float]]:
+    """One version's whole service, in a subprocess: the endpoint latency of each code."""
+    import httpx
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_http import TOKEN, Server, free_port
+
+    found: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-layers-http-") as work:
+        server = Server(
+            Path(work),
+            free_port(),
+            "",
+            src=src,
+            env={"CODEACTIONS_RUNNER_UID_BASE": str(uid_base), "CODEACTIONS_RUNNER_SLOTS": "4"},
+        )
+        try:
+            await server.wait_ready()
+            async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+                for language, source in CASES.items():
+                    created = await client.post(
+                        "/code",
+                        params={
+                            "name": "bench",
+                            "language": language,
+                            "type": "endpoint",
+                            "project_uuid": "bench-project",
+                        },
+                        content=source,
+                        headers={"Authorization": f"Token {TOKEN}"},
+                    )
+                    path = f"/action/endpoint/{created.json()['id']}"
+                    for _ in range(20):
+                        await client.get(path)
+                    latencies = []
+                    for _ in range(runs):
+                        started = time.perf_counter()
+                        response = await client.get(path)
+                        latencies.append(time.perf_counter() - started)
+                        assert response.status_code == 200, response.text
+                    found[language] = latencies
+        finally:
+            server.stop()
+    return found
+
+
+def export(ref: str, into: Path) -> Path:
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", ref, "src"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    tar_path = into / "src.tar"
+    tar_path.write_bytes(archive)
+    with tarfile.open(tar_path) as tar:
+        tar.extractall(into)  # our own repository's files
+    return into / "src"
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def default_baseline() -> str:
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "src"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    return "HEAD" if dirty else "HEAD~1"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", default=None, help="git revision to compare against")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=200, help="runs per case and round")
+    parser.add_argument("--http", action="store_true", help="measure whole services over HTTP")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--uid-base", type=int, default=68000, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        if args.http:
+            src = None if args.worker == "new" else Path(os.environ["PYTHONPATH"])
+            found = asyncio.run(http_worker(src, args.runs, args.uid_base))
+        else:
+            found = asyncio.run(worker(args.runs, args.uid_base))
+        print(json.dumps(found))
+        return
+    baseline = args.baseline or default_baseline()
+    with tempfile.TemporaryDirectory(prefix="bench-baseline-") as temp:
+        sources = {f"old ({baseline})": export(baseline, Path(temp)), "new": ROOT / "src"}
+        samples: dict[tuple[str, str], list[float]] = {}
+        for round_number in range(args.rounds):
+            order = list(sources.items())
+            if round_number % 2:
+                order.reverse()
+            for offset, (label, src) in enumerate(order):
+                env = {**os.environ, "PYTHONPATH": str(src)}
+                done = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--worker",
+                        label,
+                        "--runs",
+                        str(args.runs),
+                        "--uid-base",
+                        str(68000 + 100 * offset),
+                        *(["--http"] if args.http else []),
+                    ],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                if done.returncode:
+                    raise SystemExit(f"{label} failed:\n{done.stderr[-3000:]}")
+                for language, values in json.loads(done.stdout.splitlines()[-1]).items():
+                    samples.setdefault((label, language), []).extend(values)
+    where = "over HTTP (whole service, SQLite)" if args.http else "runner alone"
+    print(
+        f"{where}; load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
+        f"{args.rounds} rounds x {args.runs} runs per case, alternating"
+    )
+    labels = list(sources)
+    for language in CASES:
+        p50s = []
+        for label in labels:
+            values = samples[(label, language)]
+            p50 = statistics.median(values) * 1000
+            p50s.append(p50)
+            print(
+                f"{language:<11} {label:<22} p50={p50:7.3f} ms  p90={percentile(values, 0.9) * 1000:7.3f} ms"
+            )
+        print(f"{language:<11} {'new/old p50':<22} {p50s[1] / p50s[0]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
