@@ -50,6 +50,7 @@ async def worker(runs: int, uid_base: int) -> dict[str, list[float]]:
             LogSettings(),
         )
         await runner.start()
+        await asyncio.sleep(3)  # spares boot in the background: measure the steady state
         try:
             found: dict[str, list[float]] = {}
             for language, source in CASES.items():
@@ -96,6 +97,7 @@ async def http_worker(src: Path | None, runs: int, uid_base: int) -> dict[str, l
         )
         try:
             await server.wait_ready()
+            await asyncio.sleep(3)  # as above
             async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
                 for language, source in CASES.items():
                     created = await client.post(
@@ -165,7 +167,12 @@ def main() -> None:
         print(json.dumps(found))
         return
     baseline = args.baseline or default_baseline()
-    with tempfile.TemporaryDirectory(prefix="bench-baseline-") as temp:
+    # Beside this checkout (bench/results/ is ignored by git), not under /tmp: revisions before
+    # issue 7 cannot run JavaScript from a checkout there.
+    results = ROOT / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="baseline-", dir=results) as temp:
+        os.chmod(temp, 0o755)  # sandbox users read the engines in there
         sources = {f"old ({baseline})": export(baseline, Path(temp)), "new": ROOT / "src"}
         samples: dict[tuple[str, str], list[float]] = {}
         for round_number in range(args.rounds):

@@ -436,6 +436,56 @@ def sandbox_addresses(supervisor_pid: int) -> list[str]:
     return [address for address in found if not address.startswith("127.")]
 
 
+# --- 7. Whatever a run produces, its record is stored ---------------------------------------
+
+POISON = {
+    "javascript": """
+function Run(engine) {
+  engine.log.info('lone \\ud800 and nul \\u0000');
+  console.log('printed \\udfff');
+  engine.result.set({text: 'result \\ud800\\u0000'}, {status_code: 201, content_type: 'json'});
+}
+""",
+    "python": """
+import os
+def Run(engine):
+    engine.log.info("nul \\x00 here")
+    os.write(3, b'{"t": "log", "level": "info", "msg": "\\\\ud800 forged"}\\n')
+    os.write(3, b'{"t": "result", "value": "x", "status_code": NaN, "content_type": "text"}\\n')
+    os.write(3, b'{"t": "result", "value": "\\\\udfff", "status_code": {"a": 1}, "content_type": "text"}\\n')
+""",
+}
+
+
+@pytest.mark.parametrize("language", ["javascript", "python"])
+async def test_a_run_producing_unstorable_text_is_stored_and_read(
+    service: Service, language: str
+) -> None:
+    code_id = await service.code(POISON[language], language=language)
+    response = await service.client.get(f"/action/endpoint/{code_id}")
+    assert response.status_code in (200, 201), response.text
+    run = await service.last_run(code_id)
+    assert run["status"] == "completed", run
+    logs = (
+        await service.client.get("/codelog", params={"run_id": run["id"]}, headers=ADMIN)
+    ).json()["data"]
+    texts = strings_in([run, logs])
+    assert not [t for t in texts if "\x00" in t or any(0xD800 <= ord(c) <= 0xDFFF for c in t)]
+    assert any("\ufffd" in t for t in texts)  # replaced, not dropped
+    listed = await service.client.get("/coderun", params={"code_id": code_id}, headers=ADMIN)
+    assert listed.status_code == 200
+
+
+def strings_in(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return [text for item in value for text in strings_in(item)]
+    return []
+
+
 # --- 8. What the sandbox can learn of the host -----------------------------------------------
 
 LOOK_AROUND = """

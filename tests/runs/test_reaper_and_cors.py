@@ -11,17 +11,20 @@ from tests.runs.conftest import Api, StartApi
 
 
 async def test_reaper_fails_runs_left_started(api: Api) -> None:
+    # An hour ahead, so the app's own reaper (a pass at start-up, then every minute) leaves
+    # these runs to the pass below.
+    now = utcnow() + timedelta(hours=1)
     code = await api.add_code()
     lost = await api.add_run(
-        code_id=code.id, status="started", created_at=utcnow() - timedelta(seconds=400)
+        code_id=code.id, status="started", created_at=now - timedelta(seconds=400)
     )
     recent = await api.add_run(
-        code_id=code.id, status="started", created_at=utcnow() - timedelta(seconds=30)
+        code_id=code.id, status="started", created_at=now - timedelta(seconds=30)
     )
     done = await api.add_run(
-        code_id=code.id, status="completed", created_at=utcnow() - timedelta(seconds=900)
+        code_id=code.id, status="completed", created_at=now - timedelta(seconds=900)
     )
-    assert await reap_stale_runs(api.app.state.sessionmaker) == 1
+    assert await reap_stale_runs(api.app.state.sessionmaker, now=now) == 1
     reaped = await api.get_run(str(lost.id))
     assert reaped is not None and reaped.extra is not None
     assert (reaped.status, reaped.result, reaped.extra["reason"]) == ("failed", LOST, "runner")

@@ -455,7 +455,9 @@ class _Requests:
         self._scanned = 0
 
     def _fill(self) -> bool:
-        chunk = os.read(self._fd, 1 << 20)
+        # 64 KiB, the pipe's size: a larger buffer is mmapped for every read, which would sit
+        # between the end of a run and the wait for the next (the supervisor watches that gap).
+        chunk = os.read(self._fd, 65536)
         self._buffer += chunk
         return bool(chunk)
 

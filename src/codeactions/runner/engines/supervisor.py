@@ -79,8 +79,9 @@ from linux import (  # noqa: E402
 
 CHILD_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 CLEAN_STEP = 0.002
-IDLE_SPINS = 20  # a warm worker that said "done" is looked at this often at once, then
-IDLE_STEP = 0.0005  # ... after this delay, doubling up to
+IDLE_NAP = 0.00002  # a warm worker that said "done" is looked at every IDLE_NAP seconds
+IDLE_WAIT_NOW = 0.002  # ... for this long, then by the loop's timers every IDLE_STEP,
+IDLE_STEP = 0.001  # ... doubling up to IDLE_STEP_MAX, until it is idle (or the run times out)
 IDLE_STEP_MAX = 0.05
 # System calls a worker waits in between runs: Python reads its request pipe, Node polls.
 SYS_READ = {"x86_64": 0, "aarch64": 63}.get(platform.machine(), -1)
@@ -94,6 +95,7 @@ PROC_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC
 MB = 1024 * 1024
 READ_SIZE = 65536
 WARM_IDLE_TTL = 60.0  # an idle warm Node worker is retired after this many seconds
+WARM_STOP_AFTER = 0.02  # ... and stopped (SIGSTOP) after this many, until its next run
 WARM_MAX_RUNS = 500  # ... and after this many runs
 FRESH = "*"  # in _dispatch: Node spares being booted (no warm key is ever "*")
 FRESH_GENERAL = "**"  # ... and general spares being forked
@@ -1177,13 +1179,16 @@ class Supervisor:
         if child is None or not (child.warm and run.done_keep):
             self._finish(run)
             return
-        for _ in range(IDLE_SPINS):  # it is usually a few microseconds from its wait
-            if _is_idle(child):
-                self._finish(run)
+        # It is usually microseconds from its wait, but may need the CPU we are on to get there:
+        # nap (not spin) a little before falling back to the loop's timers (1 ms resolution).
+        deadline = time.monotonic() + IDLE_WAIT_NOW
+        while not _is_idle(child):
+            if time.monotonic() > deadline:
+                run.done_checking = True
+                self._recheck_done(run, IDLE_STEP)
                 return
-            os.sched_yield()
-        run.done_checking = True
-        self._recheck_done(run, IDLE_STEP)
+            time.sleep(IDLE_NAP)
+        self._finish(run)
 
     def _recheck_done(self, run: Run, delay: float) -> None:
         def check() -> None:
@@ -1409,19 +1414,25 @@ class Supervisor:
             log(f"slot {slot.index}: cannot wipe a warm worker's dirs: {exc}")
             self._retire_warm(slot)
             return
-        # Stopped until its next run: whatever the code left scheduled cannot run in between.
-        try:
-            os.kill(child.pid, signal.SIGSTOP)
-        except OSError:
-            self._retire_warm(slot)
-            return
-        child.stopped = True
         slot.state = "warm"
         slot.warm_used = time.monotonic()
         runs = slot.warm_runs
+        self.call_later(WARM_STOP_AFTER, lambda: self._stop_idle(slot, child, runs))
         self.call_later(WARM_IDLE_TTL, lambda: self._warm_expired(slot, child, runs))
         self._keep_a_fresh_spare(slot.warm_key, slot.kind)
         self._dispatch()
+
+    def _stop_idle(self, slot: Slot, child: Child, runs: int) -> None:
+        """Stop (SIGSTOP) a warm worker still waiting since that run, until its next run: what
+        the code left scheduled (timers, signal handlers) cannot run in between. Not at once:
+        back-to-back runs would pay for stopping and continuing it every time."""
+        if slot.state == "warm" and slot.child is child and slot.warm_runs == runs:
+            try:
+                os.kill(child.pid, signal.SIGSTOP)
+            except OSError:
+                self._retire_warm(slot)
+                return
+            child.stopped = True
 
     def _warm_expired(self, slot: Slot, child: Child, runs: int) -> None:
         # Still idle since that run (no later run re-armed its own timer): retire it.
@@ -1855,6 +1866,7 @@ def _exit_on_signal(signum: int, frame: Any) -> None:
 
 def main() -> None:
     libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the API process
+    libc.prctl(29, 1000, 0, 0, 0)  # PR_SET_TIMERSLACK 1 µs: short naps (_on_done) stay short
     sock = socket.socket(fileno=int(sys.argv[1]))
     init = _read_first_frame(sock)
     supervisor = Supervisor(sock)

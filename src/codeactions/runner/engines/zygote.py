@@ -323,11 +323,22 @@ def _private_mounts(
             "tmpfs", "/sys/fs/cgroup", "tmpfs", flags | MS_NOEXEC | MS_RDONLY, "size=4k,mode=0555"
         )
     for index, path in enumerate(kept):
-        os.makedirs(path, 0o755, exist_ok=True)
+        _make_traversable(path)
         mount(f"{PARKED}/{index}", path, None, MS_BIND | MS_REC, None)
     if hide_pids:
         mount("proc", "/proc", "proc", flags | MS_NOEXEC, "hidepid=invisible")
     return "/tmp"
+
+
+def _make_traversable(path: str) -> None:
+    """Create `path` in the fresh tmpfs with every component 0755 whatever the umask (the
+    service may run with 077): the sandbox user must reach what is mounted there."""
+    current = "/"
+    for part in path.strip("/").split("/"):
+        current = os.path.join(current, part)
+        if not os.path.isdir(current):
+            os.mkdir(current)
+            os.chmod(current, 0o755)
 
 
 def _empty_network() -> None:
@@ -493,6 +504,24 @@ def _child(cfg: dict, slot: dict, kind: str, fds: list[int]) -> None:
     python_engine.serve(0, reuse=bool(header.get("reuse")))
 
 
+class _Sigaction(ctypes.Structure):
+    _fields_ = [
+        ("handler", ctypes.c_void_p),
+        ("mask", ctypes.c_ulong * 16),
+        ("flags", ctypes.c_int),
+        ("restorer", ctypes.c_void_p),
+    ]
+
+
+def _no_stop_notifications() -> None:
+    """SIGCHLD only for children that end (SA_NOCLDSTOP): warm workers are stopped and continued
+    around every run, which would otherwise wake us twice a run for nothing."""
+    action = _Sigaction()
+    check(libc.sigaction(signal.SIGCHLD, None, ctypes.byref(action)), "sigaction")
+    action.flags |= 1  # SA_NOCLDSTOP
+    check(libc.sigaction(signal.SIGCHLD, ctypes.byref(action), None), "sigaction")
+
+
 class Zygote:
     def __init__(self, fd: int) -> None:
         self.sock = socket.socket(fileno=fd)
@@ -503,6 +532,7 @@ class Zygote:
         os.set_blocking(self.wake_r, False)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda *_: None)
+        _no_stop_notifications()
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.sock, selectors.EVENT_READ, "sock")
         self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
