@@ -23,6 +23,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +32,19 @@ CASES = {
     "javascript": 'function Run(engine){ engine.result.set("ok") }\n',
     "go": 'package main\n\nfunc Run(engine *Engine) { engine.Result.Set("ok", 200, "text") }\n',
 }
+
+
+async def timed(call: Callable[[], Awaitable[bool]], runs: int) -> list[float]:
+    """Latencies of `runs` calls back to back, after 20 that warm workers and caches."""
+    for _ in range(20):
+        await call()
+    latencies = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        ok = await call()
+        latencies.append(time.perf_counter() - started)
+        assert ok
+    return latencies
 
 
 async def worker(runs: int, uid_base: int) -> dict[str, list[float]]:
@@ -65,15 +79,11 @@ async def worker(runs: int, uid_base: int) -> dict[str, list[float]]:
                     params={"a": "1"},
                     body="body",
                 )
-                for _ in range(20):  # warm workers, caches
-                    await runner.run(request)
-                latencies = []
-                for _ in range(runs):
-                    started = time.perf_counter()
-                    outcome = await runner.run(request)
-                    latencies.append(time.perf_counter() - started)
-                    assert outcome.ok, outcome.error
-                found[language] = latencies
+
+                async def run(request: RunRequest = request) -> bool:
+                    return (await runner.run(request)).ok
+
+                found[language] = await timed(run, runs)
             return found
         finally:
             await runner.close()
@@ -112,15 +122,11 @@ async def http_worker(src: Path | None, runs: int, uid_base: int) -> dict[str, l
                         headers={"Authorization": f"Token {TOKEN}"},
                     )
                     path = f"/action/endpoint/{created.json()['id']}"
-                    for _ in range(20):
-                        await client.get(path)
-                    latencies = []
-                    for _ in range(runs):
-                        started = time.perf_counter()
-                        response = await client.get(path)
-                        latencies.append(time.perf_counter() - started)
-                        assert response.status_code == 200, response.text
-                    found[language] = latencies
+
+                    async def get(path: str = path) -> bool:
+                        return (await client.get(path)).status_code == 200
+
+                    found[language] = await timed(get, runs)
         finally:
             server.stop()
     return found

@@ -6,6 +6,7 @@ addresses, inbound connections, and what a sandbox can learn of the host."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import json
 import os
@@ -24,6 +25,7 @@ from fastapi import FastAPI
 from codeactions.config import AuthSettings, DatabaseSettings, RunnerSettings, Settings
 from codeactions.main import create_app
 from tests.conftest import ADMIN, ADMIN_TOKEN, REQUIRE_SERVICES
+from tests.runner.conftest import sandbox_pids
 
 pytestmark = pytest.mark.sandbox
 
@@ -104,20 +106,12 @@ async def service(
             yield Service(app, client)
 
 
-def sandbox_processes() -> list[tuple[int, int, str]]:
-    """(pid, uid, state) of live processes of this module's sandbox uids."""
+def sandbox_processes() -> list[tuple[int, str]]:
+    """(pid, state) of live processes of this module's sandbox uids."""
     found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            status = Path(f"/proc/{entry}/status").read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        uid = int(fields["Uid"].split()[0])
-        if UID_BASE <= uid < UID_BASE + 64:
-            found.append((int(entry), uid, fields["State"].split()[0]))
+    for pid in sandbox_pids(UID_BASE, 64):
+        with contextlib.suppress(OSError):
+            found.append((pid, Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]))
     return found
 
 
@@ -307,7 +301,7 @@ async def test_a_forged_end_of_run_is_not_acted_on(
     run = await service.last_run(code_id)
     assert (run["status"], run["extra"]["reason"]) == ("failed", "timeout")  # type: ignore[index]
     await asyncio.sleep(0.5)
-    assert not [p for p in sandbox_processes() if p[2] == "R"], sandbox_processes()
+    assert not [p for p in sandbox_processes() if p[1] == "R"], sandbox_processes()
 
 
 async def test_what_a_javascript_run_leaves_scheduled_does_not_run_between_runs(
@@ -325,9 +319,9 @@ function Run(engine) {
     response = await service.client.post(f"/action/endpoint/{code_id}")
     assert response.status_code == 200, response.text
     await asyncio.sleep(0.3)
-    before = {pid: _cpu_seconds(pid) for pid, _, _ in sandbox_processes()}
+    before = {pid: _cpu_seconds(pid) for pid, _ in sandbox_processes()}
     await asyncio.sleep(1.5)
-    after = {pid: _cpu_seconds(pid) for pid, _, _ in sandbox_processes()}
+    after = {pid: _cpu_seconds(pid) for pid, _ in sandbox_processes()}
     spent = sum(after[pid] - before[pid] for pid in before if pid in after)
     assert spent < 0.3, (before, after)
 

@@ -309,11 +309,6 @@ def _kill_cgroup(path: str) -> None:
         time.sleep(0.005)
 
 
-def _kill_cgroup_dirs(paths: Any) -> None:
-    for path in paths:
-        _kill_cgroup(path)
-
-
 def _chown_tree(top: str, uid: int) -> None:
     """Give `top` and everything under it to `uid` (skipping what it owns already)."""
     for root, dirs, files in os.walk(top):
@@ -1651,7 +1646,8 @@ class Supervisor:
             backstop[2] = None
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-            self._kill_build(pid, group)
+            # The job is reaped (its pid may be reused): only what is left in its cgroup dies.
+            self._empty_build_group(group)
             try:
                 answer = json.loads(b"".join(chunks))
             except ValueError:
@@ -1673,10 +1669,15 @@ class Supervisor:
         self.selector.register(read_fd, selectors.EVENT_READ, ("compile", on_readable))
 
     def _kill_build(self, pid: int, group: int) -> None:
+        """The backstop: the job (not reaped yet, so the pid is still ours) and its cgroup."""
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
+        self._empty_build_group(group)
+
+    def _empty_build_group(self, group: int) -> None:
         if group >= 0:
-            _kill_cgroup_dirs(self.cgroups.slot_dirs[group].values())
+            for path in self.cgroups.slot_dirs[group].values():
+                _kill_cgroup(path)
 
     def _build_in_child(self, source: str, group: int) -> dict[str, Any]:
         """In the forked job: limits and an unprivileged uid, then the compile (no user code
@@ -1784,8 +1785,8 @@ def _is_idle(child: Child) -> bool:
 
     Python: its only thread is blocked reading its request pipe, so nothing of the run goes on.
     Node: its main thread is blocked polling for events (not running code); its threads and
-    event loop cannot be seen from outside, which is why warm workers are also stopped
-    (SIGSTOP) between runs.
+    event loop cannot be seen from outside, which is why a warm worker idle for WARM_STOP_AFTER
+    is also stopped (SIGSTOP) until its next run.
     """
     pid = child.pid
     try:
