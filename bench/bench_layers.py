@@ -8,13 +8,15 @@ dir. Both runners then run the same trivial Python, JavaScript and Go actions ba
 alternating rounds within this one invocation (this machine is shared and noisy: only ratios
 measured side by side mean something). Prints p50/p90 per case and version, and new/old ratios.
 With `--http`, the same codes are measured end to end instead: each version's whole service
-(`codeactions serve`, SQLite) answering `GET /action/endpoint/<id>`, one client.
+(`codeactions serve`, SQLite) answering `GET /action/endpoint/<id>`, one client. `--s3` adds
+run logs in S3 (a moto server process this script starts) to both services.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -23,7 +25,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +33,14 @@ CASES = {
     "python": 'def Run(engine):\n    engine.result.set({"calculation": 50})\n',
     "javascript": 'function Run(engine){ engine.result.set("ok") }\n',
     "go": 'package main\n\nfunc Run(engine *Engine) { engine.Result.Set("ok", 200, "text") }\n',
+}
+
+
+# With --s3 the codes write one log line, so each run has logs to store.
+LOGGING_CASES = {
+    "python": 'def Run(engine):\n    engine.log.info("hi")\n    engine.result.set({"calculation": 50})\n',
+    "javascript": 'function Run(engine){ engine.log.info("hi"); engine.result.set("ok") }\n',
+    "go": 'package main\n\nfunc Run(engine *Engine) { engine.Log.Info("hi"); engine.Result.Set("ok", 200, "text") }\n',
 }
 
 
@@ -103,13 +113,18 @@ async def http_worker(src: Path | None, runs: int, uid_base: int) -> dict[str, l
             free_port(),
             "",
             src=src,
-            env={"CODEACTIONS_RUNNER_UID_BASE": str(uid_base), "CODEACTIONS_RUNNER_SLOTS": "4"},
+            env={
+                "CODEACTIONS_RUNNER_UID_BASE": str(uid_base),
+                "CODEACTIONS_RUNNER_SLOTS": "4",
+                **s3_env(),
+            },
         )
         try:
             await server.wait_ready()
             await asyncio.sleep(3)  # as above
             async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
-                for language, source in CASES.items():
+                cases = LOGGING_CASES if os.environ.get("BENCH_S3_ENDPOINT") else CASES
+                for language, source in cases.items():
                     created = await client.post(
                         "/code",
                         params={
@@ -130,6 +145,57 @@ async def http_worker(src: Path | None, runs: int, uid_base: int) -> dict[str, l
         finally:
             server.stop()
     return found
+
+
+S3_BUCKET = "bench-logs"
+
+
+def s3_env() -> dict[str, str]:
+    endpoint = os.environ.get("BENCH_S3_ENDPOINT")
+    if not endpoint:
+        return {}
+    return {
+        "CODEACTIONS_S3_ENABLED": "true",
+        "CODEACTIONS_S3_BUCKET": S3_BUCKET,
+        "CODEACTIONS_S3_ENDPOINT": endpoint,
+        "CODEACTIONS_S3_ACCESS_KEY_ID": "test",
+        "CODEACTIONS_S3_SECRET_ACCESS_KEY": "test",
+    }
+
+
+@contextlib.contextmanager
+def s3_server() -> Iterator[str]:
+    """moto's S3 server in a process of its own, with the bucket the services log to."""
+    import boto3  # type: ignore[import-untyped]
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_http import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
+        for _ in range(100):
+            try:
+                client.create_bucket(Bucket=S3_BUCKET)
+                break
+            except Exception:
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        process.kill()
+        process.wait()
 
 
 def export(ref: str, into: Path) -> Path:
@@ -161,6 +227,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--runs", type=int, default=200, help="runs per case and round")
     parser.add_argument("--http", action="store_true", help="measure whole services over HTTP")
+    parser.add_argument("--s3", action="store_true", help="with --http: logs in S3 (moto)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--uid-base", type=int, default=68000, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -172,6 +239,13 @@ def main() -> None:
             found = asyncio.run(worker(args.runs, args.uid_base))
         print(json.dumps(found))
         return
+    with contextlib.ExitStack() as stack:
+        if args.s3:
+            os.environ["BENCH_S3_ENDPOINT"] = stack.enter_context(s3_server())
+        compare(args)
+
+
+def compare(args: argparse.Namespace) -> None:
     baseline = args.baseline or default_baseline()
     # Beside this checkout (bench/results/ is ignored by git), not under /tmp: revisions before
     # issue 7 cannot run JavaScript from a checkout there.
@@ -209,6 +283,8 @@ def main() -> None:
                 for language, values in json.loads(done.stdout.splitlines()[-1]).items():
                     samples.setdefault((label, language), []).extend(values)
     where = "over HTTP (whole service, SQLite)" if args.http else "runner alone"
+    if args.s3:
+        where += ", logs in S3"
     print(
         f"{where}; load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
         f"{args.rounds} rounds x {args.runs} runs per case, alternating"

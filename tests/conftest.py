@@ -20,6 +20,7 @@ from codeactions.config import (
     DatabaseSettings,
     RunnerSettings,
     Settings,
+    SpoolSettings,
 )
 from codeactions.db.migrate import upgrade
 from codeactions.main import create_app
@@ -97,6 +98,7 @@ def make_settings(database_url: str, tmp_path: Any) -> Callable[..., Settings]:
     def make(**groups: Any) -> Settings:
         groups.setdefault("database", DatabaseSettings(url=database_url))
         groups.setdefault("auth", AuthSettings(token=ADMIN_TOKEN))
+        groups.setdefault("spool", SpoolSettings(dir=str(tmp_path / "spool")))
         # The sandbox runner costs a supervisor per app: tests that execute code turn it on.
         groups.setdefault(
             "runner", RunnerSettings(enabled=False, work_dir=str(tmp_path / "runner"))

@@ -49,6 +49,12 @@ class ServerSettings(Group):
         default=10 * 1024 * 1024,
         description="Largest request body accepted by the execution endpoints (413 above).",
     )
+    max_header_bytes: int = env(
+        "MAX_HEADER_BYTES",
+        default=64 * 1024,
+        ge=1024,
+        description="Largest total size of a request's headers (names and values); 431 above.",
+    )
     shutdown_grace_seconds: float = env(
         "SHUTDOWN_GRACE_SECONDS",
         default=30.0,
@@ -112,6 +118,13 @@ class DatabaseSettings(Group):
         "FLOWS_CODE_ACTIONS_POSTGRES_DB_TIMEOUT",
         default=10.0,
         description="Seconds to wait for a database connection.",
+    )
+    command_timeout: float = env(
+        "DATABASE_COMMAND_TIMEOUT",
+        default=30.0,
+        gt=0,
+        description="Seconds a PostgreSQL statement may take before it fails (a hung database "
+        "answers 503 instead of holding callers).",
     )
 
     @property
@@ -517,6 +530,19 @@ class LogSettings(Group):
         default="",
         description="S3 secret key.",
     )
+    s3_write_timeout: float = env(
+        "S3_WRITE_TIMEOUT",
+        default=10.0,
+        gt=0,
+        description="Seconds one background upload of a run's logs may take before it is "
+        "retried later (uploads never delay a run's answer).",
+    )
+    s3_read_timeout: float = env(
+        "S3_READ_TIMEOUT",
+        default=5.0,
+        gt=0,
+        description="Seconds a log read from S3 may take before the caller gets 503.",
+    )
 
 
 class RabbitSettings(Group):
@@ -564,10 +590,10 @@ class RabbitSettings(Group):
     )
     max_retries: int = env(
         "RABBITMQ_MAX_RETRIES",
-        default=5,
+        default=20,
         ge=0,
         description="Retries of a message that failed for a passing reason (database down) "
-        "before it goes to the dead-letter queue.",
+        "before it goes to the dead-letter queue (20 retries ride out about 16 minutes).",
     )
     retry_seconds: float = env(
         "RABBITMQ_RETRY_SECONDS",
@@ -627,6 +653,29 @@ class HealthSettings(Group):
     )
 
 
+class SpoolSettings(Group):
+    dir: str = env(
+        "SPOOL_DIR",
+        default="",
+        description="Directory of the local spools (run outcomes the database could not take, "
+        "S3 log batches not yet uploaded); empty: `<sqlite file>-spool`, or `./codeactions-spool` "
+        "with PostgreSQL. Keep it on a persistent disk: what is in it is replayed at start.",
+    )
+    max_mb: int = env(
+        "SPOOL_MAX_MB",
+        default=512,
+        ge=1,
+        description="Largest size of each spool; a run whose outcome can be neither stored nor "
+        "spooled answers 503.",
+    )
+    fsync: bool = env(
+        "SPOOL_FSYNC",
+        default=True,
+        description="fsync each spool write before answering (off: a machine crash may lose "
+        "the last writes, a service crash does not).",
+    )
+
+
 class Settings(Group):
     server: ServerSettings = Field(default_factory=ServerSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
@@ -638,6 +687,7 @@ class Settings(Group):
     rabbitmq: RabbitSettings = Field(default_factory=RabbitSettings)
     cleaner: CleanerSettings = Field(default_factory=CleanerSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    spool: SpoolSettings = Field(default_factory=SpoolSettings)
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,9 @@ class QueueFull(AppError):
     status_code = 503
     message = "workerpool queue is full"
 
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, headers={"Retry-After": "1"})
+
 
 class TooManyWaiting(AppError):
     """The run's project or code already has as many runs waiting for a slot as it may."""
@@ -100,9 +104,84 @@ class TooManyWaiting(AppError):
         super().__init__(f"too many runs of this {of} waiting", headers={"Retry-After": "1"})
 
 
+# How long a caller is asked to wait after a 503 for an outage.
+RETRY_AFTER = {"Retry-After": "5"}
+
+
 class Unavailable(AppError):
+    """A dependency (database, Redis, S3, the runner) cannot serve now: retry later."""
+
     status_code = 503
     message = "Service Unavailable"
+
+    def __init__(
+        self, message: str | None = None, *, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message, headers={**RETRY_AFTER, **(headers or {})})
+
+
+class HeadersTooLarge(AppError):
+    status_code = 431
+    message = "request headers are too large"
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` says a dependency is down, frozen or refusing (not that a request is bad)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    from codeactions.db import errors as db_errors
+
+    if db_errors.is_database_error(exc):
+        return db_errors.is_temporary(exc)
+    if isinstance(exc, RedisConnectionError | RedisTimeout | BotoCoreError):
+        return True
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return int(status) >= 500
+    return isinstance(exc, OSError | TimeoutError)
+
+
+class ErrorBoundary:
+    """Every exception a route lets escape is answered here: 503 with Retry-After for a dependency
+    outage, 500 otherwise. Starlette's last-resort handler answers too but then re-raises, and the
+    server drops the connection: a keep-alive client would see its next request reset."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except Exception as exc:
+            if started:
+                raise  # half an answer is out: only closing the connection can say it failed
+            if is_outage(exc):
+                log.warning(
+                    "dependency unavailable on %s %s: %s: %s",
+                    scope["method"],
+                    scope["path"],
+                    type(exc).__name__,
+                    str(exc)[:300],
+                )
+                status, message, headers = 503, Unavailable.message, RETRY_AFTER
+            else:
+                log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+                status, message, headers = 500, "Internal Server Error", None
+            response = _response(scope["method"], status, message, headers)
+            await response(scope, receive, send)
 
 
 def error_body(message: str) -> dict[str, str]:
@@ -143,6 +222,14 @@ def install_error_handlers(app: FastAPI) -> None:
 def _json(
     request: Request, status: int, message: str, headers: dict[str, Any] | None = None
 ) -> Response:
-    if request.method == "HEAD":
-        return Response(status_code=status, headers=headers)
-    return JSONResponse(error_body(message), status_code=status, headers=headers)
+    return _response(request.method, status, message, headers)
+
+
+def _response(
+    method: str, status: int, message: str, headers: dict[str, Any] | None = None
+) -> Response:
+    response = JSONResponse(error_body(message), status_code=status, headers=headers)
+    if method == "HEAD":
+        # The headers a GET would get (JSON type and length, as documented), without the body.
+        response.body = b""
+    return response

@@ -7,15 +7,43 @@ from collections.abc import Iterable
 from typing import Any
 
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from codeactions.errors import BadRequest, PayloadTooLarge
+from codeactions.errors import BadRequest, HeadersTooLarge, PayloadTooLarge
 
 ALLOW_METHODS = "GET,HEAD,PUT,PATCH,POST,DELETE"
 # Headers a browser script may read from our answers (pagination and rate limits).
 EXPOSE_HEADERS = (
-    "Link,X-Total-Count,RateLimit-Limit,RateLimit-Remaining,RateLimit-Reset,Retry-After"
+    "Link,X-Total-Count,RateLimit-Limit,RateLimit-Remaining,RateLimit-Reset,Retry-After,X-Run-Id"
 )
+
+
+class HeaderLimit:
+    """Requests whose headers (names and values) add up to more than `max_bytes` get 431."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            size = sum(len(name) + len(value) for name, value in scope["headers"])
+            if size > self.max_bytes:
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1009})
+                    return
+                error = HeadersTooLarge(
+                    f"request headers are too large: {size} bytes, at most {self.max_bytes}"
+                )
+                response = JSONResponse(
+                    {"message": error.message},
+                    status_code=error.status_code,
+                    headers={"connection": "close"},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class CorsMiddleware:

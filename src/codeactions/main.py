@@ -14,15 +14,17 @@ from codeactions import __version__
 from codeactions.codes.cache import CodeCache
 from codeactions.config import Settings
 from codeactions.db.session import create_engine, create_sessionmaker
-from codeactions.errors import install_error_handlers
-from codeactions.http import CorsMiddleware
+from codeactions.errors import ErrorBoundary, install_error_handlers
+from codeactions.http import CorsMiddleware, HeaderLimit
 from codeactions.logs.store import build_log_store
 from codeactions.ops.docs import install_docs
 from codeactions.ops.health import Health
 from codeactions.ops.logging import RequestContextMiddleware, configure_logging, init_sentry
 from codeactions.ops.metrics import Metrics, MetricsMiddleware
 from codeactions.ratelimit.base import build_rate_limiter
+from codeactions.runs.journal import OutcomeJournal
 from codeactions.runs.repository import RunBook
+from codeactions.spool import Spool, spool_name, spool_root
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +45,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.sessionmaker = create_sessionmaker(engine)
             app.state.run_book = RunBook(engine, settings.database.sqlite_path)
             stack.callback(app.state.run_book.close)
+            spools = spool_root(settings.spool, settings.database)
+            journal = OutcomeJournal(
+                app.state.run_book,
+                Spool(
+                    spools / spool_name("outcomes", settings.database.async_url),
+                    max_bytes=settings.spool.max_mb * 1024 * 1024,
+                    fsync=settings.spool.fsync,
+                ),
+            )
+            journal.start()
+            stack.push_async_callback(journal.close, settings.server.shutdown_grace_seconds)
+            app.state.journal = journal
 
             app.state.limiter = build_rate_limiter(settings.ratelimit)
             stack.push_async_callback(app.state.limiter.close)
-            app.state.log_store = build_log_store(settings.logs, app.state.sessionmaker)
+            app.state.log_store = build_log_store(
+                settings.logs, app.state.sessionmaker, spools=spools, spool=settings.spool
+            )
+            await app.state.log_store.start()
             stack.push_async_callback(app.state.log_store.close)
             await _start_components(app, settings, stack)
             yield
@@ -69,6 +86,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.health = Health(settings)
     app.state.code_cache = CodeCache(settings.code.cache_seconds)
     install_error_handlers(app)
+    # Innermost: whatever a route lets escape is answered here, and the connection stays usable.
+    app.add_middleware(ErrorBoundary)
+    app.add_middleware(HeaderLimit, max_bytes=settings.server.max_header_bytes)
     app.add_middleware(CorsMiddleware, origins=settings.server.cors_origins)
     # Added last = outermost: every response (CORS ones included) is measured and has a request id.
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

@@ -1,4 +1,4 @@
-"""RabbitMQ consumers against the local broker: events applied, poison dead-lettered, reconnects."""
+"""RabbitMQ consumers on the local broker: events applied, dead-lettered, retried later, reconnects."""
 
 from __future__ import annotations
 
@@ -13,11 +13,19 @@ import aio_pika
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from codeactions.config import RabbitSettings, Settings
 from codeactions.main import create_app
 from codeactions.projects import service
-from codeactions.projects.consumers import EventConsumers
+from codeactions.projects.consumers import (
+    RETRIES_HEADER,
+    EventConsumers,
+    consumer_specs,
+    retry_delay_ms,
+    start_consumers,
+)
 from tests.conftest import ADMIN, need_service
 
 RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -25,20 +33,22 @@ RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 @pytest.fixture
 def rabbit(request: pytest.FixtureRequest) -> Iterator[RabbitSettings]:
-    """Exchange and queue names of this test only, deleted afterwards."""
+    """Exchange and queue names of this test only, deleted afterwards. A test changes other
+    settings with `@pytest.mark.parametrize("rabbit", [{...}], indirect=True)`."""
     need_service("RabbitMQ", "127.0.0.1", 5672)
     tag = f"test-{uuid.uuid4().hex[:10]}"
-    settings = RabbitSettings(
-        url=RABBIT_URL,
-        project_exchange=f"{tag}.projects.topic",
-        project_queue=f"{tag}.code-actions.projects",
-        permission_exchange=f"{tag}.permissions.topic",
-        permission_queue=f"{tag}.code-actions-permissions",
-        dead_letter_exchange=f"{tag}.dlx",
-        reconnect_seconds=0.3,
-        retry_seconds=0.05,
-        max_retries=2,
-    )
+    values: dict[str, Any] = {
+        "url": RABBIT_URL,
+        "project_exchange": f"{tag}.projects.topic",
+        "project_queue": f"{tag}.code-actions.projects",
+        "permission_exchange": f"{tag}.permissions.topic",
+        "permission_queue": f"{tag}.code-actions-permissions",
+        "dead_letter_exchange": f"{tag}.dlx",
+        "reconnect_seconds": 0.3,
+        "retry_seconds": 0.05,
+        "max_retries": 2,
+    }
+    settings = RabbitSettings(**{**values, **getattr(request, "param", {})})
     yield settings
     asyncio.run(_delete_entities(settings))
 
@@ -46,8 +56,8 @@ def rabbit(request: pytest.FixtureRequest) -> Iterator[RabbitSettings]:
 async def _delete_entities(settings: RabbitSettings) -> None:
     connection = await aio_pika.connect(settings.url)
     async with connection:
-        for queue in (settings.project_queue, settings.permission_queue):
-            for name in (queue, f"{queue}.dead"):
+        for spec in consumer_specs(settings):
+            for name in (spec.queue, spec.dead_queue, *spec.retry_queues):
                 channel = await connection.channel()
                 await channel.queue_delete(name)
         for exchange in (
@@ -72,16 +82,16 @@ async def consumers(app: FastAPI) -> EventConsumers:
 
 
 @pytest.fixture
-async def publish(rabbit: RabbitSettings) -> AsyncIterator[Callable[[str, Any], Awaitable[None]]]:
+async def publish(rabbit: RabbitSettings) -> AsyncIterator[Callable[..., Awaitable[None]]]:
     connection = await aio_pika.connect(rabbit.url)
     channel = await connection.channel()
 
-    async def send(kind: str, body: Any) -> None:
+    async def send(kind: str, body: Any, headers: dict[str, Any] | None = None) -> None:
         name = rabbit.project_exchange if kind == "project" else rabbit.permission_exchange
         exchange = await channel.get_exchange(name)
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         await exchange.publish(
-            aio_pika.Message(raw, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            aio_pika.Message(raw, headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
             routing_key="event",
         )
 
@@ -111,15 +121,37 @@ async def members(client: httpx.AsyncClient, project: str) -> dict[str, int]:
 async def dead_letters(
     rabbit: RabbitSettings, queue: str
 ) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    return await take_all(rabbit, f"{queue}.dead")
+
+
+async def take_all(
+    rabbit: RabbitSettings, queue: str
+) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Every message now in `queue`, taken out of it."""
     connection = await aio_pika.connect(rabbit.url)
     async with connection:
         channel = await connection.channel()
-        dead = await channel.declare_queue(f"{queue}.dead", passive=True)
+        source = await channel.declare_queue(queue, passive=True)
         found = []
-        while (message := await dead.get(fail=False)) is not None:
+        while (message := await source.get(fail=False)) is not None:
             await message.ack()
             found.append(message)
         return found
+
+
+async def depth(rabbit: RabbitSettings, queue: str) -> int:
+    """How many messages wait in `queue` (not counting one delivered and not yet acked)."""
+    connection = await aio_pika.connect(rabbit.url)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        count: int = declared.declaration_result.message_count
+        return count
+
+
+def project_retry_queue(rabbit: RabbitSettings, retries_done: int) -> str:
+    spec = consumer_specs(rabbit)[0]
+    return spec.retry_queue(retry_delay_ms(rabbit, retries_done))
 
 
 def project_message(project: str, **overrides: Any) -> dict[str, Any]:
@@ -280,6 +312,168 @@ async def test_a_lasting_failure_ends_in_the_dead_letter_queue(
     dead = await eventually(lambda: dead_letters(rabbit, rabbit.project_queue))
     assert len(attempts) == rabbit.max_retries + 1
     assert "gave up after 2 retries" in str((dead[0].headers or {}).get("x-death-reason"))
+
+
+def outcomes(app: FastAPI, outcome: str) -> float:
+    registry = app.state.metrics.registry
+    labels = {"consumer": "projects", "outcome": outcome}
+    return registry.get_sample_value("codeactions_events_total", labels) or 0
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_message_the_database_refuses_is_dead_lettered_at_once_and_the_next_applied(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    consumers: EventConsumers,
+    publish: Any,
+    rabbit: RabbitSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = service.create_project
+
+    async def name_through_postgresql(session: Any, *, uuid: str, name: str) -> Any:
+        # `projects.name` stores a NUL byte as U+FFFD; this passes the name to PostgreSQL as it
+        # is, as a column without that cleaning would, and PostgreSQL refuses the NUL.
+        await session.execute(text("SELECT CAST(:name AS text)"), {"name": name})
+        return await real(session, uuid=uuid, name=name)
+
+    monkeypatch.setattr(service, "create_project", name_through_postgresql)
+    refused, valid = str(uuid.uuid4()), str(uuid.uuid4())
+    await publish("project", project_message(refused, name="Ac\x00me"))
+    await publish("project", project_message(valid))
+
+    assert await eventually(lambda: members(client, valid), within=2)
+    [dead] = await eventually(lambda: dead_letters(rabbit, rabbit.project_queue), within=2)
+    assert json.loads(dead.body)["uuid"] == refused
+    reason = str((dead.headers or {}).get("x-death-reason"))
+    assert reason.startswith("permanent error: "), reason
+    assert "invalid byte sequence" in reason
+    assert RETRIES_HEADER not in (dead.headers or {})  # dead-lettered on its first failure
+    assert outcomes(app, "retried") == 0
+    assert await members(client, refused) == {}
+
+
+@pytest.mark.parametrize("rabbit", [{"retry_seconds": 30}], indirect=True)
+async def test_a_temporary_failure_waits_in_the_retry_queue_while_the_next_message_is_applied(
+    client: httpx.AsyncClient,
+    consumers: EventConsumers,
+    publish: Any,
+    rabbit: RabbitSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = service.create_project
+    waiting, valid = str(uuid.uuid4()), str(uuid.uuid4())
+
+    async def down_for_one(session: Any, *, uuid: str, name: str) -> Any:
+        if uuid == waiting:
+            raise ConnectionRefusedError("database is down")
+        return await real(session, uuid=uuid, name=name)
+
+    monkeypatch.setattr(service, "create_project", down_for_one)
+    await publish("project", project_message(waiting))
+    await publish("project", project_message(valid))
+
+    assert await eventually(lambda: members(client, valid), within=2)
+    retry_queue = project_retry_queue(rabbit, 0)
+    assert retry_queue == f"{rabbit.project_queue}.retry.30s"
+    [copy] = await eventually(lambda: take_all(rabbit, retry_queue), within=2)
+    assert json.loads(copy.body)["uuid"] == waiting
+    headers = copy.headers or {}
+    assert headers[RETRIES_HEADER] == 1
+    assert headers["x-original-exchange"] == rabbit.project_exchange
+    assert copy.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert await depth(rabbit, rabbit.project_queue) == 0
+    assert await members(client, waiting) == {}
+
+
+class OutcomeRecorder:
+    """Consumers started on `sessionmaker`, recording every outcome."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[str] = []
+
+    async def start(
+        self, rabbit: RabbitSettings, sessionmaker: async_sessionmaker[AsyncSession]
+    ) -> EventConsumers:
+        consumers = await start_consumers(
+            rabbit, sessionmaker, on_handled=lambda _, outcome: self.outcomes.append(outcome)
+        )
+        await asyncio.wait_for(consumers.ready.wait(), 15)
+        return consumers
+
+    async def seen(self, outcome: str, times: int = 1) -> bool:
+        return self.outcomes.count(outcome) >= times
+
+
+@pytest.mark.parametrize("rabbit", [{"retry_seconds": 30}], indirect=True)
+async def test_an_unreachable_database_sends_each_message_to_the_retry_queue_at_once(
+    rabbit: RabbitSettings,
+    unreachable_database: async_sessionmaker[AsyncSession],
+    publish: Any,
+) -> None:
+    recorded = OutcomeRecorder()
+    consumers = await recorded.start(rabbit, unreachable_database)
+    try:
+        projects = [str(uuid.uuid4()) for _ in range(3)]
+        for project in projects:
+            await publish("project", project_message(project))
+
+        await eventually(lambda: recorded.seen("retried", 3), within=2)
+        assert recorded.outcomes == ["retried"] * 3
+        assert await depth(rabbit, rabbit.project_queue) == 0
+        waiting = await take_all(rabbit, project_retry_queue(rabbit, 0))
+        assert [json.loads(m.body)["uuid"] for m in waiting] == projects  # in their order
+    finally:
+        await consumers.close()
+
+
+@pytest.mark.parametrize("rabbit", [{"retry_seconds": 0.3, "max_retries": 3}], indirect=True)
+async def test_the_retry_count_survives_a_restart(
+    rabbit: RabbitSettings,
+    unreachable_database: async_sessionmaker[AsyncSession],
+    publish: Any,
+) -> None:
+    before, after = OutcomeRecorder(), OutcomeRecorder()
+    consumers = await before.start(rabbit, unreachable_database)
+    try:
+        await publish("project", project_message(str(uuid.uuid4())))
+        await eventually(lambda: before.seen("retried"), within=2)
+    finally:
+        await consumers.close()
+    consumers = await after.start(rabbit, unreachable_database)
+    try:
+        await eventually(lambda: after.seen("dead"), within=10)
+    finally:
+        await consumers.close()
+
+    # One first attempt and three retries across both processes, not three more after the restart.
+    assert before.outcomes + after.outcomes == ["retried"] * 3 + ["dead"]
+    assert "retried" in after.outcomes
+    [dead] = await dead_letters(rabbit, rabbit.project_queue)
+    headers = dead.headers or {}
+    assert headers[RETRIES_HEADER] == 3
+    assert str(headers["x-death-reason"]).startswith("gave up after 3 retries: ")
+    assert "ConnectionRefusedError" in str(headers["x-death-reason"])
+
+
+@pytest.mark.parametrize("rabbit", [{"retry_seconds": 0.05, "max_retries": 3}], indirect=True)
+async def test_a_message_near_its_last_retry_is_retried_once_more_then_dead_lettered(
+    rabbit: RabbitSettings,
+    unreachable_database: async_sessionmaker[AsyncSession],
+    publish: Any,
+) -> None:
+    recorded = OutcomeRecorder()
+    consumers = await recorded.start(rabbit, unreachable_database)
+    try:
+        headers = {RETRIES_HEADER: rabbit.max_retries - 1}  # as left by an earlier process
+        await publish("project", project_message(str(uuid.uuid4())), headers)
+        await eventually(lambda: recorded.seen("dead"), within=5)
+    finally:
+        await consumers.close()
+
+    assert recorded.outcomes == ["retried", "dead"]
+    [dead] = await dead_letters(rabbit, rabbit.project_queue)
+    assert (dead.headers or {})[RETRIES_HEADER] == rabbit.max_retries
 
 
 async def test_health_reports_the_consumers_connection(

@@ -47,7 +47,8 @@ async def test_run_logs_written_to_s3_are_listed_and_read_by_id(
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             ran = await client.post(f"/action/endpoint/{code.id}")
             assert ran.status_code == 200, ran.text
-            # One object (and its pointer) for the 25 lines.
+            # Uploaded in the background: one object (and its pointer) for the 25 lines.
+            await app.state.log_store.flush()
             listed = raw.list_objects_v2(Bucket=bucket)["Contents"]
             assert len(listed) == 2
 

@@ -6,11 +6,12 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from codeactions.config import LogSettings
+from codeactions.config import LogSettings, SpoolSettings
 from codeactions.logs import s3 as s3_module
 from codeactions.logs.s3 import S3LogStore
 from codeactions.logs.store import LogEntry, LogQuery, build_log_store
@@ -299,6 +300,7 @@ async def test_ping_checks_the_bucket(make_store: Callable[..., S3LogStore], raw
         await store.ping()
 
 
-def test_store_is_chosen_by_s3_enabled(s3_endpoint: str) -> None:
+def test_store_is_chosen_by_s3_enabled(s3_endpoint: str, tmp_path: Path) -> None:
     settings = LogSettings(s3_enabled=True, s3_bucket="b", s3_endpoint=s3_endpoint)
-    assert isinstance(build_log_store(settings, None), S3LogStore)  # type: ignore[arg-type]
+    store = build_log_store(settings, None, spools=tmp_path, spool=SpoolSettings())  # type: ignore[arg-type]
+    assert isinstance(store, S3LogStore)

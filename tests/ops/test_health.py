@@ -49,8 +49,10 @@ async def test_health_is_healthy_with_the_default_parts(client: httpx.AsyncClien
     body = response.json()
     assert body["status"] == "healthy"
     assert set(body) >= {"status", "timestamp", "uptime", "services"}
-    # Only what is configured is checked: no Redis, RabbitMQ or S3 here.
-    assert set(body["services"]) == {"database"}
+    # Only what is configured is checked: no Redis, RabbitMQ or S3 here; the outcome journal's
+    # backlog is always reported.
+    assert set(body["services"]) == {"database", "journal"}
+    assert body["services"]["journal"]["message"] == "ok (0 outcomes spooled)"
     database = body["services"]["database"]
     assert database["status"] == "healthy"
     assert isinstance(database["latency"], int)

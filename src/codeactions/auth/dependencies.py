@@ -5,7 +5,8 @@ from __future__ import annotations
 import hmac
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
 
 from codeactions.auth.principals import Principal
 from codeactions.config import AuthSettings
@@ -33,7 +34,20 @@ def is_static_token(settings: AuthSettings, token: str) -> bool:
     )
 
 
-async def current_principal(request: Request) -> Principal:
+# Declares, in the OpenAPI document, the header every authenticated route reads; the routes
+# check it themselves (`bearer_token`), so a missing one is the service's 401.
+AUTHORIZATION = APIKeyHeader(
+    name="Authorization",
+    scheme_name="token",
+    description="`Token <token>`, `Bearer <token>` or the bare token: the static admin token, "
+    "or an OIDC access token when OIDC is on.",
+    auto_error=False,
+)
+
+
+async def current_principal(
+    request: Request, _header: Annotated[str | None, Security(AUTHORIZATION)]
+) -> Principal:
     """Deny by default: the static token, or a verified OIDC token when OIDC is enabled."""
     settings: AuthSettings = request.app.state.settings.auth
     token = bearer_token(request)

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codeactions.db.models import Code
+from codeactions.db.text import is_storable
 
 OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
 
@@ -70,6 +71,8 @@ async def list_codes(
     limit: int,
 ) -> tuple[list[Code], int]:
     """One page of a project's codes, newest first, and how many there are in all."""
+    if not is_storable(project_uuid):  # no row holds it; PostgreSQL would fail the query
+        return [], 0
     conditions = [Code.project_uuid == project_uuid]
     if code_type is not None:
         conditions.append(Code.type == code_type)

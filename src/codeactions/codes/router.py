@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from codeactions.auth.dependencies import CurrentPrincipal
 from codeactions.codes import service
 from codeactions.codes.cache import CodeCache
-from codeactions.codes.schemas import RAW_SOURCE_BODY, CodeOut, code_json
+from codeactions.codes.schemas import CODE_TYPES, LANGUAGES, RAW_SOURCE_BODY, CodeOut, code_json
 from codeactions.config import Settings
 from codeactions.db.models import Code
 from codeactions.db.session import SessionDep, after_commit
 from codeactions.errors import BadRequest, PayloadTooLarge
 from codeactions.http import read_body
+from codeactions.ops.docs import error_responses, query
+from codeactions.projects.schemas import NO_CONTROL_CHARACTERS
 
 router = APIRouter(tags=["codes"])
 
@@ -56,8 +58,45 @@ CREATE_DESCRIPTION = (
     "`timeout` is 5-300 seconds (default 60)."
 )
 UPDATE_DESCRIPTION = (
-    "Update a code (Contributor). Absent parameters and an empty body keep the stored values."
+    "Update a code (Contributor). Absent or empty parameters and an empty body keep the stored "
+    "values."
 )
+
+# Query parameters as the service checks them (its 400s keep the original's messages).
+ProjectUuid = Annotated[
+    str | None,
+    query(
+        "The project's uuid",
+        required=True,
+        minLength=1,
+        maxLength=service.PROJECT_UUID_MAX_CHARS,
+        pattern=NO_CONTROL_CHARACTERS,
+    ),
+]
+Name = Annotated[str | None, query("The code's name (free text)", maxLength=service.NAME_MAX_CHARS)]
+Timeout = Annotated[
+    str | None,
+    query(
+        "Seconds, 5 to 300; empty or 0: the default on create, unchanged on update",
+        alias="timeout",
+        pattern=service.TIMEOUT_PATTERN,
+    ),
+]
+Page = Annotated[
+    str | None, query("Page number, from 1", pattern=service.page_number_pattern(service.MAX_PAGE))
+]
+PageSize = Annotated[
+    str | None,
+    query("Codes per page, 1 to 1000 (1000)", pattern=service.page_number_pattern(MAX_PAGE_SIZE)),
+]
+_NOT_FOUND = (404, "No code with this id in the caller's projects")
+_SAVE_ERRORS = (
+    (400, "Invalid parameter or source (too big, blacklisted term, NUL, Go that does not compile)"),
+    401,
+    (403, "Contributor role on the project needed"),
+)
+_CREATE_ERRORS = error_responses(*_SAVE_ERRORS, 503)
+_UPDATE_ERRORS = error_responses(*_SAVE_ERRORS, _NOT_FOUND, 503)
 
 
 # `/admin/code` is the same route under the path the original's Postman collection uses.
@@ -69,6 +108,7 @@ UPDATE_DESCRIPTION = (
     description=CREATE_DESCRIPTION,
     openapi_extra=RAW_SOURCE_BODY,
     operation_id="create_code_admin",
+    responses=_CREATE_ERRORS,
 )
 @router.post(
     "/code",
@@ -77,16 +117,17 @@ UPDATE_DESCRIPTION = (
     response_model=CodeOut,
     description=CREATE_DESCRIPTION,
     openapi_extra=RAW_SOURCE_BODY,
+    responses=_CREATE_ERRORS,
 )
 async def create_code(
     request: Request,
     session: SessionDep,
     principal: CurrentPrincipal,
-    project_uuid: str | None = None,
-    name: str | None = None,
-    language: str | None = None,
-    type: str | None = None,
-    timeout_text: Annotated[str | None, Query(alias="timeout")] = None,
+    project_uuid: ProjectUuid = None,
+    name: Name = None,
+    language: Annotated[str | None, query("Language", required=True, enum=LANGUAGES)] = None,
+    type: Annotated[str | None, query("Type", required=True, enum=CODE_TYPES)] = None,
+    timeout_text: Timeout = None,
 ) -> JSONResponse:
     settings = _settings(request)
     code = await service.create_code(
@@ -112,6 +153,7 @@ async def create_code(
     description=UPDATE_DESCRIPTION,
     openapi_extra=RAW_SOURCE_BODY,
     operation_id="update_code_admin",
+    responses=_UPDATE_ERRORS,
 )
 @router.patch(
     "/code/{id}",
@@ -119,16 +161,17 @@ async def create_code(
     response_model=CodeOut,
     description=UPDATE_DESCRIPTION,
     openapi_extra=RAW_SOURCE_BODY,
+    responses=_UPDATE_ERRORS,
 )
 async def update_code(
     request: Request,
     session: SessionDep,
     principal: CurrentPrincipal,
     id: str,
-    name: str | None = None,
-    language: str | None = None,
-    type: str | None = None,
-    timeout_text: Annotated[str | None, Query(alias="timeout")] = None,
+    name: Name = None,
+    language: Annotated[str | None, query("Language", enum=["", *LANGUAGES])] = None,
+    type: Annotated[str | None, query("Type", enum=["", *CODE_TYPES])] = None,
+    timeout_text: Timeout = None,
 ) -> JSONResponse:
     settings = _settings(request)
     code = await service.update_code(
@@ -148,7 +191,12 @@ async def update_code(
     return JSONResponse(code_json(code))
 
 
-@router.get("/code/{id}", summary="Get a code by UUID or legacy ObjectID", response_model=CodeOut)
+@router.get(
+    "/code/{id}",
+    summary="Get a code by UUID or legacy ObjectID",
+    response_model=CodeOut,
+    responses=error_responses(401, _NOT_FOUND, 503),
+)
 async def get_code(session: SessionDep, principal: CurrentPrincipal, id: str) -> JSONResponse:
     code = await service.get_code(session, principal, code_id=id)
     return JSONResponse(code_json(code))
@@ -160,15 +208,24 @@ async def get_code(session: SessionDep, principal: CurrentPrincipal, id: str) ->
     response_model=list[CodeOut],
     description="Always a JSON array. Optional `page` and `page_size` (1-1000, default 1000); "
     "`X-Total-Count` gives the total and `Link` the next page.",
+    responses=error_responses(
+        400,
+        401,
+        (403, "The caller is not a member of the project"),
+        (404, "`code_type` is not a code type (the original's status)"),
+        503,
+    ),
 )
 async def list_codes(
     request: Request,
     session: SessionDep,
     principal: CurrentPrincipal,
-    project_uuid: str | None = None,
-    code_type: str | None = None,
-    page: str | None = None,
-    page_size: str | None = None,
+    project_uuid: ProjectUuid = None,
+    code_type: Annotated[
+        str | None, query("Only codes of this type (any when empty)", enum=["", *CODE_TYPES])
+    ] = None,
+    page: Page = None,
+    page_size: PageSize = None,
 ) -> JSONResponse:
     number = service.parse_page_number(page, name="page", default=1, maximum=service.MAX_PAGE)
     size = service.parse_page_number(
@@ -193,7 +250,10 @@ async def list_codes(
     "/code/{id}",
     summary="Delete a code (Moderator); its runs and logs are kept",
     response_class=Response,
-    responses={200: {"description": "Deleted (empty body)"}},
+    responses={
+        200: {"description": "Deleted (empty body)"},
+        **error_responses(401, (403, "Moderator role needed"), _NOT_FOUND, 503),
+    },
 )
 async def delete_code(
     request: Request, session: SessionDep, principal: CurrentPrincipal, id: str

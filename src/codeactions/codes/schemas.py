@@ -14,11 +14,23 @@ LANGUAGES = ("python", "javascript", "go")
 
 # Raw-text request bodies are read from the stream, so FastAPI cannot infer them: declared here
 # so that /docs shows the source field on create and update.
+# Below `CODEACTIONS_MAX_SOURCE_BYTES` (1 MiB by default); the limit counts UTF-8 bytes.
+MAX_SOURCE_CHARS = 1024 * 1024 - 1
 RAW_SOURCE_BODY: dict[str, Any] = {
     "requestBody": {
         "required": False,
-        "description": "The code's source, as raw text (any content type).",
-        "content": {"text/plain": {"schema": {"type": "string"}}},
+        "description": "The code's source, as raw UTF-8 text (any content type): less than "
+        "`CODEACTIONS_MAX_SOURCE_BYTES` bytes (1 MiB by default), no NUL, none of the "
+        "deployment's blacklisted terms.",
+        "content": {
+            "text/plain": {
+                "schema": {
+                    "type": "string",
+                    "maxLength": MAX_SOURCE_CHARS,
+                    "pattern": "^[^\\x00]*$",
+                }
+            }
+        },
     }
 }
 

@@ -14,6 +14,7 @@ from codeactions.codes import repository
 from codeactions.codes.schemas import CODE_TYPES, LANGUAGES
 from codeactions.config import CodeSettings
 from codeactions.db.models import Code, utcnow
+from codeactions.db.text import has_control_characters, storable_text
 from codeactions.errors import BadRequest, CodeNotFound, NotFound
 from codeactions.runner.base import CompileError, Runner
 
@@ -30,9 +31,11 @@ PROJECT_UUID_MAX_CHARS = 255  # codes.project_uuid VARCHAR(255)
 
 
 def valid_project_uuid(value: str | None) -> str:
-    # NUL cannot reach PostgreSQL (it would fail the query: a 500 for the caller's mistake).
-    if not value or len(value) > PROJECT_UUID_MAX_CHARS or "\x00" in value:
+    if not value or len(value) > PROJECT_UUID_MAX_CHARS:
         raise BadRequest("valid project_uuid is required")
+    # As the projects service's uuids: with NUL stored as U+FFFD, two uuids would be one project.
+    if has_control_characters(value):
+        raise BadRequest("project_uuid must not contain control characters")
     return value
 
 
@@ -49,16 +52,26 @@ def valid_language(value: str) -> str:
 
 
 def valid_name(value: str) -> str:
+    """The name as stored (free text: NUL becomes U+FFFD), so the answer shows what was kept."""
     # The original accepted any name, the empty one included; clients rely on that.
-    if "\x00" in value:
-        raise BadRequest("name must not contain NUL characters")
     if len(value) > NAME_MAX_CHARS:
         raise BadRequest(f"name is too long (max {NAME_MAX_CHARS} characters)")
-    return value
+    return storable_text(value)
 
 
-_DECIMAL = re.compile(r"[0-9]{1,9}")  # plain ASCII digits, as Go's Atoi (no sign, `_` or spaces)
+# Plain ASCII digits without a leading zero (no sign, `_` or spaces), as the API document's
+# patterns below say: the document and the checks agree on every value.
+_DECIMAL = re.compile(r"[1-9][0-9]{0,8}")
 MAX_PAGE = 1_000_000  # keeps OFFSET far inside a 64-bit integer
+# `timeout`: empty or 0 (unset), or 5 to 300.
+TIMEOUT_PATTERN = r"^(0|[5-9]|[1-9][0-9]|[12][0-9]{2}|300)?$"
+
+
+def page_number_pattern(maximum: int) -> str:
+    """What `parse_page_number` accepts, as a JSON Schema pattern: empty, or 1 to `maximum`."""
+    digits = len(str(maximum))
+    assert maximum == 10 ** (digits - 1), "the pattern is written for a power of ten"
+    return rf"^([1-9][0-9]{{0,{digits - 2}}}|{maximum})?$"
 
 
 def parse_page_number(value: str | None, *, name: str, default: int, maximum: int) -> int:
@@ -104,8 +117,9 @@ def checked_source(raw: bytes, settings: CodeSettings) -> str:
         source = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("source code must be valid UTF-8 text") from None
+    # Refused rather than stored with U+FFFD: a replaced character changes the program.
     if "\x00" in source:
-        raise BadRequest("source code must be valid UTF-8 text")
+        raise BadRequest("source code must not contain NUL characters")
     pattern = _blacklist_pattern(tuple(settings.blacklist))
     if pattern is not None and pattern.search(source):
         raise BadRequest("source code contains blacklisted term")

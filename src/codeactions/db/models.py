@@ -1,4 +1,9 @@
-"""Tables: a superset of the original's PostgreSQL schema (same names), portable to SQLite."""
+"""Tables: a superset of the original's PostgreSQL schema (same names), portable to SQLite.
+
+Free-text columns are `StorableText`/`StorableString`/`JsonType`: whatever is written, both
+databases store it (see `codeactions.db.text`). Identifier columns (uuids, emails, ids, fixed
+vocabularies) are plain: their values are checked before they reach SQL, never rewritten.
+"""
 
 from __future__ import annotations
 
@@ -111,11 +116,11 @@ class Code(Timestamped, Base):
         Index("idx_codes_created_at", "created_at"),
     )
 
-    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    name: Mapped[str] = mapped_column(StorableString(255), nullable=False)
     type: Mapped[str] = mapped_column(String(50), nullable=False)
-    source: Mapped[str] = mapped_column(Text, nullable=False)
+    source: Mapped[str] = mapped_column(StorableText, nullable=False)
     language: Mapped[str] = mapped_column(String(50), nullable=False)
-    url: Mapped[str | None] = mapped_column(String(512), default=None)
+    url: Mapped[str | None] = mapped_column(StorableString(512), default=None)
     project_uuid: Mapped[str] = mapped_column(String(255), nullable=False)
     timeout: Mapped[int] = mapped_column(Integer, nullable=False, default=60, server_default="60")
 
@@ -182,8 +187,8 @@ class UserPermission(Timestamped, Base):
         Index("idx_user_permissions_unique_project_email", "project_uuid", "email", unique=True),
     )
 
-    project_uuid: Mapped[str] = mapped_column(StorableString(255), nullable=False)
-    email: Mapped[str] = mapped_column(StorableString(255), nullable=False)
+    project_uuid: Mapped[str] = mapped_column(String(255), nullable=False)
+    email: Mapped[str] = mapped_column(String(255), nullable=False)
     role: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
@@ -191,6 +196,6 @@ class Project(Timestamped, Base):
     __tablename__ = "projects"
     __table_args__ = (Index("idx_projects_name", "name"),)
 
-    uuid: Mapped[str] = mapped_column(StorableString(255), nullable=False, unique=True)
+    uuid: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
     name: Mapped[str] = mapped_column(StorableString(255), nullable=False)
     authorizations: Mapped[list[Any] | None] = mapped_column(JsonType, default=list)

@@ -32,7 +32,12 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
         kwargs.update(
             pool_size=settings.pool_size,
             max_overflow=settings.pool_size,
-            connect_args={"timeout": settings.connect_timeout},
+            # Bounded everywhere: a dead or frozen database answers 503, never holds a caller.
+            pool_timeout=settings.connect_timeout,
+            connect_args={
+                "timeout": settings.connect_timeout,
+                "command_timeout": settings.command_timeout,
+            },
         )
     engine = create_async_engine(settings.async_url, **kwargs)
     if settings.is_sqlite:

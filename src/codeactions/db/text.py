@@ -3,14 +3,24 @@
 A lone UTF-16 surrogate (`"\\ud800"`, which `json.loads` happily returns) is not UTF-8, so neither
 SQLite nor PostgreSQL takes it; PostgreSQL text and jsonb refuse NUL; jsonb refuses NaN and
 Infinity, which SQLite stores but no JSON answer can carry.
+
+Free text (names, run inputs and outputs, logs) is stored with U+FFFD in their place. An
+identifier (project uuid, email) is not: `p\\x00` and `p\\ufffd` would then name one project, so
+the services refuse identifiers with `has_control_characters`, and lookups by a value no row can
+hold (`is_storable`) find nothing without querying.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 REPLACEMENT = "\ufffd"
+
+# C0 controls (NUL among them), DEL, C1 controls, and UTF-16 surrogates, paired or not (a `str`
+# holding a surrogate code point is not text any encoding writes).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def storable_text(text: str) -> str:
@@ -21,6 +31,20 @@ def storable_text(text: str) -> str:
     except UnicodeEncodeError:
         text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
     return text.replace("\x00", REPLACEMENT)
+
+
+def is_storable(text: str) -> bool:
+    """Whether both databases store `text` as it is (no NUL, no surrogate code point)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
+def has_control_characters(text: str) -> bool:
+    """Whether `text` holds a control character or a surrogate: nothing an identifier may hold."""
+    return _CONTROL.search(text) is not None
 
 
 def storable_json(value: Any) -> Any:

@@ -8,6 +8,7 @@ from codeactions.auth.dependencies import CurrentPrincipal
 from codeactions.db.session import SessionDep
 from codeactions.libs import service
 from codeactions.libs.schemas import CodeLibOut
+from codeactions.ops.docs import error_responses
 
 router = APIRouter(tags=["codes"])
 
@@ -16,6 +17,7 @@ router = APIRouter(tags=["codes"])
     "/codelib",
     summary="Python libraries available to user code",
     response_model=list[CodeLibOut],
+    responses=error_responses(401, 503),
 )
 async def list_codelibs(
     request: Request, session: SessionDep, _principal: CurrentPrincipal

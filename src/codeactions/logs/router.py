@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 
 from codeactions.auth.dependencies import CurrentPrincipal
+from codeactions.codes.service import MAX_PAGE, page_number_pattern
 from codeactions.db.session import SessionDep
 from codeactions.logs import service
 from codeactions.logs.schemas import CodeLogOut, CodeLogPage, log_json, page_json
 from codeactions.logs.store import LogStore
+from codeactions.ops.docs import error_responses, query
 
 router = APIRouter(tags=["logs"])
 
@@ -20,7 +22,12 @@ def _store(request: Request) -> LogStore:
     return store
 
 
-@router.get("/codelog/{id}", summary="One log line", response_model=CodeLogOut)
+@router.get(
+    "/codelog/{id}",
+    summary="One log line",
+    response_model=CodeLogOut,
+    responses=error_responses(401, (404, "No log with this id in the caller's projects"), 503),
+)
 async def get_log(
     request: Request, session: SessionDep, principal: CurrentPrincipal, id: str
 ) -> dict[str, Any]:
@@ -32,14 +39,24 @@ async def get_log(
     "/codelog",
     summary="A run's or a code's logs, newest first, 20 per page",
     response_model=CodeLogPage,
+    description="`run_id` or `code_id` is required. A `run_id` that names no run is a 400 "
+    "(`coderun not found`), as in the original.",
+    responses=error_responses(
+        (400, "Neither `run_id` nor `code_id`, a `run_id` that names no run, or a bad `page`"),
+        401,
+        (404, "The run's or code's project is not one of the caller's"),
+        503,
+    ),
 )
 async def list_logs(
     request: Request,
     session: SessionDep,
     principal: CurrentPrincipal,
-    run_id: str | None = None,
-    code_id: str | None = None,
-    page: str | None = None,
+    run_id: Annotated[str | None, query("The run's id")] = None,
+    code_id: Annotated[str | None, query("The code's UUID or legacy ObjectID")] = None,
+    page: Annotated[
+        str | None, query("Page number, from 1", pattern=page_number_pattern(MAX_PAGE))
+    ] = None,
 ) -> dict[str, Any]:
     entries, total, number = await service.list_logs(
         session, principal, _store(request), run_id=run_id, code_id=code_id, page=page

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -25,10 +26,12 @@ from typing import Any
 
 import aioboto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from codeactions.config import LogSettings
+from codeactions.errors import RETRY_AFTER, Unavailable
 from codeactions.logs.store import LogEntry, LogQuery
+from codeactions.spool import Spool, SpoolConsumer
 
 # How far back a listing by code looks (the original's list window; its count used 30 days, §9.14).
 CODE_LIST_DAYS = 7
@@ -97,9 +100,59 @@ def _newest_first(entries: Iterable[LogEntry]) -> list[LogEntry]:
     return sorted(entries, key=lambda e: (e.created_at, e.seq), reverse=True)
 
 
+@dataclass
+class _Batch:
+    """A run's log lines on their way to S3: one object and its pointer."""
+
+    key: str
+    pointer: str
+    body: bytes
+    metadata: dict[str, str]
+    lines: list[LogEntry]
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "pointer": self.pointer,
+            "body": self.body.decode(),
+            "metadata": self.metadata,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> _Batch:
+        body = str(record["body"]).encode()
+        items = json.loads(body)
+        return cls(
+            key=str(record["key"]),
+            pointer=str(record["pointer"]),
+            body=body,
+            metadata={str(k): str(v) for k, v in record["metadata"].items()},
+            lines=[_entry(item, n) for n, item in enumerate(items) if isinstance(item, dict)],
+        )
+
+    @property
+    def run_id(self) -> str:
+        return self.metadata["run-id"]
+
+    @property
+    def code_id(self) -> str:
+        return self.metadata["code-id"]
+
+
+# Parallel uploads of spooled batches.
+UPLOADERS = 8
+
+
 class S3LogStore:
-    def __init__(self, settings: LogSettings) -> None:
+    """Logs in S3. With a spool (the service's case), `write` keeps a run's batch on local disk and
+    returns; background uploaders put it in S3, retrying with backoff while S3 is down, and reads
+    merge the batches not yet uploaded. Without one (tools, tests), `write` puts at once."""
+
+    def __init__(self, settings: LogSettings, spool: Spool | None = None) -> None:
         self._settings = settings
+        self._spool = spool
+        self._uploader: SpoolConsumer | None = None
+        self._unsent: dict[str, _Batch] = {}  # by object key
         self._bucket = settings.s3_bucket
         base = settings.s3_prefix.strip("/")
         # `{prefix}/logs`; an empty prefix gives "/logs", as the original wrote it.
@@ -128,9 +181,11 @@ class S3LogStore:
         config = Config(
             # A custom endpoint (MinIO, LocalStack) needs path-style, as the original set it.
             s3={"addressing_style": "path" if s.s3_endpoint else "auto"},
-            retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=30,
+            # Bounded: a dead or frozen S3 must cost a read a few seconds (then 503), and an
+            # upload a retry later, never a caller's run.
+            retries={"total_max_attempts": 2, "mode": "standard"},
+            connect_timeout=min(2.0, s.s3_read_timeout),
+            read_timeout=max(s.s3_read_timeout, s.s3_write_timeout),
             max_pool_connections=READ_CONCURRENCY * 2,
         )
         kwargs: dict[str, Any] = {"region_name": s.s3_region, "config": config}
@@ -145,14 +200,39 @@ class S3LogStore:
 
     # -- writing ---------------------------------------------------------------------------------
 
+    async def start(self) -> None:
+        if self._spool is None:
+            return
+        for entry in self._spool.open():
+            self._remember(_Batch.from_record(entry.record))
+        self._uploader = SpoolConsumer(
+            self._spool, self._upload, name="S3 log uploads", workers=UPLOADERS
+        )
+        self._uploader.start()
+
     async def write(self, entries: list[LogEntry]) -> None:
-        """One PUT per run (per run and code spelling); gives each line its locating id."""
+        """One object per run (per run and code spelling); gives each line its locating id."""
         groups: dict[tuple[str, str], list[LogEntry]] = {}
         for entry in entries:
             groups.setdefault((entry.run_id, entry.code_id), []).append(entry)
-        await asyncio.gather(*(self._put_batch(lines) for lines in groups.values()))
+        batches = [self._batch(lines) for lines in groups.values()]
+        if self._spool is None:
+            await asyncio.gather(*(self._put(batch) for batch in batches))
+            return
+        for batch in batches:
+            await self._spool.append(batch.as_record())
+            self._remember(batch)
 
-    async def _put_batch(self, lines: list[LogEntry]) -> None:
+    def _remember(self, batch: _Batch) -> None:
+        self._unsent[batch.key] = batch
+
+    async def _upload(self, record: dict[str, Any]) -> None:
+        batch = _Batch.from_record(record)
+        async with asyncio.timeout(self._settings.s3_write_timeout):
+            await self._put(batch)
+        self._unsent.pop(batch.key, None)
+
+    def _batch(self, lines: list[LogEntry]) -> _Batch:
         first = lines[0]
         run_id = _segment(first.run_id, "run id")
         code_id = _segment(first.code_id, "code id")
@@ -163,27 +243,58 @@ class S3LogStore:
         key = f"{self._root}/{_day_path(day)}/{run_id}/{code_id}/{batch}_{len(lines)}.json"
         body = json.dumps([e.as_json() for e in lines], ensure_ascii=False).encode()
         types = ",".join(dict.fromkeys(e.type for e in lines))
+        metadata = {
+            "run-id": run_id,
+            "code-id": code_id,
+            "log-type": types,
+            "created-at": first.created_at.astimezone(UTC).isoformat(),
+            "log-count": str(len(lines)),
+        }
+        return _Batch(key, self._pointer(batch), body, metadata, lines)
+
+    async def _put(self, batch: _Batch) -> None:
+        """The object, then its pointer: a pointer never names a missing object. Both keys are
+        fixed by the batch, so putting it again after a lost answer writes the same objects."""
         s3 = await self._s3()
         await s3.put_object(
             Bucket=self._bucket,
-            Key=key,
-            Body=body,
+            Key=batch.key,
+            Body=batch.body,
             ContentType="application/json",
-            Metadata={
-                "run-id": run_id,
-                "code-id": code_id,
-                "log-type": types,
-                "created-at": first.created_at.astimezone(UTC).isoformat(),
-                "log-count": str(len(lines)),
-            },
+            Metadata=batch.metadata,
         )
-        # Written after the batch: a pointer never names a missing object (save a failed PUT).
         await s3.put_object(
             Bucket=self._bucket,
-            Key=self._pointer(batch),
-            Body=key.encode(),
+            Key=batch.pointer,
+            Body=batch.key.encode(),
             ContentType="text/plain",
         )
+
+    async def flush(self) -> None:
+        """Wait until every spooled batch is in S3."""
+        if self._spool is not None:
+            await self._spool.wait_empty()
+
+    def _unsent_lines(self, keep: Callable[[_Batch], bool], listed: set[str]) -> list[LogEntry]:
+        """Lines of batches not yet in S3 (nor in the listing just read) that `keep` wants."""
+        return [
+            line
+            for batch in list(self._unsent.values())
+            if batch.key not in listed and keep(batch)
+            for line in batch.lines
+        ]
+
+    @contextlib.asynccontextmanager
+    async def _reading(self) -> AsyncIterator[None]:
+        """A read answers within the read timeout, or raises Unavailable (503) at once while the
+        uploads already know S3 is down."""
+        if self._uploader is not None and self._uploader.failing:
+            raise Unavailable("log storage is unavailable", headers=RETRY_AFTER)
+        try:
+            async with asyncio.timeout(self._settings.s3_read_timeout):
+                yield
+        except (TimeoutError, BotoCoreError, ClientError, OSError) as exc:
+            raise Unavailable("log storage is unavailable", headers=RETRY_AFTER) from exc
 
     def _pointer(self, batch: str) -> str:
         return f"{self._index}/{_day_path(_batch_day(batch))}/{batch}"
@@ -251,27 +362,40 @@ class S3LogStore:
             # listing, not by id.
             return None
         batch, n = digits[:24], int(digits[24:], 16)
-        s3 = await self._s3()
-        try:
-            pointer = await s3.get_object(Bucket=self._bucket, Key=self._pointer(batch))
-            async with pointer["Body"] as stream:
-                key = (await stream.read()).decode()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
-                return None
-            raise
-        lines = (await self._read_all([key]))[0]
+        pointer_key = self._pointer(batch)
+        unsent = [b for b in list(self._unsent.values()) if b.pointer == pointer_key]
+        if unsent:
+            lines = unsent[0].lines
+        else:
+            async with self._reading():
+                key = await self._pointed(pointer_key)
+                if key is None:
+                    return None
+                lines = (await self._read_all([key]))[0]
         if n < len(lines) and lines[n].id == str(uuid.UUID(log_id)):
             return lines[n]
         return None
 
+    async def _pointed(self, pointer_key: str) -> str | None:
+        s3 = await self._s3()
+        try:
+            pointer = await s3.get_object(Bucket=self._bucket, Key=pointer_key)
+            async with pointer["Body"] as stream:
+                key: bytes = await stream.read()
+                return key.decode()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+                return None
+            raise
+
     async def list(self, query: LogQuery) -> tuple[builtins.list[LogEntry], int]:
         page = max(1, query.page)
         start = (page - 1) * query.page_size
-        if query.run_id is not None:
-            return await self._list_run(query, start)
-        if query.code_ids:
-            return await self._list_code(query, start)
+        async with self._reading():
+            if query.run_id is not None:
+                return await self._list_run(query, start)
+            if query.code_ids:
+                return await self._list_code(query, start)
         return [], 0
 
     async def _list_run(self, query: LogQuery, start: int) -> tuple[builtins.list[LogEntry], int]:
@@ -300,6 +424,10 @@ class S3LogStore:
             for e in batch
             if e.run_id == run_id and (not query.code_ids or e.code_id in query.code_ids)
         ]
+        lines += self._unsent_lines(
+            lambda b: b.run_id == run_id and (not query.code_ids or b.code_id in query.code_ids),
+            {o.key for o in objects},
+        )
         lines = _newest_first(lines)
         return lines[start : start + query.page_size], len(lines)
 
@@ -320,8 +448,14 @@ class S3LogStore:
             key=lambda o: (o.last_modified, o.key),
             reverse=True,
         )
-        total = sum(o.lines for o in objects)
+        # Lines not yet uploaded are the newest: they come first, then the stored ones.
+        unsent = _newest_first(
+            self._unsent_lines(lambda b: b.code_id in query.code_ids, {o.key for o in objects})
+        )
         end = start + query.page_size
+        first = unsent[start:end]
+        start, end = max(0, start - len(unsent)), max(0, end - len(unsent))
+        total = sum(o.lines for o in objects)
         wanted: builtins.list[_Object] = []
         skipped = 0
         position = 0
@@ -336,7 +470,7 @@ class S3LogStore:
             for batch in await self._read_all([o.key for o in wanted])
             for e in _newest_first(batch)
         ]
-        return lines[start - skipped : end - skipped], total
+        return first + lines[start - skipped : end - skipped], total + len(unsent)
 
     # -- retention -------------------------------------------------------------------------------
 
@@ -408,5 +542,13 @@ class S3LogStore:
         await s3.head_bucket(Bucket=self._bucket)
 
     async def close(self) -> None:
+        if self._uploader is not None:
+            await self._uploader.drain(grace=5.0)
+            self._uploader = None
+        if self._spool is not None:
+            self._spool.close()
         await self._stack.aclose()
         self._client = None
+
+    def status(self) -> dict[str, Any]:
+        return self._uploader.status() if self._uploader is not None else {}

@@ -104,5 +104,8 @@ class SqlLogStore:
         async with self._sessionmaker() as session:
             await session.execute(text("SELECT 1"))
 
+    async def start(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None

@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from codeactions.config import LogSettings
+from codeactions.config import LogSettings, SpoolSettings
 from codeactions.db.models import utcnow
 from codeactions.db.text import storable_text
 
@@ -64,16 +65,33 @@ class LogStore(Protocol):
 
     async def ping(self) -> None: ...
 
+    async def start(self) -> None:
+        """Start background work (the S3 store's uploads of spooled batches)."""
+        ...
+
     async def close(self) -> None: ...
 
 
 def build_log_store(
-    settings: LogSettings, sessionmaker: async_sessionmaker[AsyncSession]
+    settings: LogSettings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    spools: Path,
+    spool: SpoolSettings,
 ) -> LogStore:
     if settings.s3_enabled:
         from codeactions.logs.s3 import S3LogStore
+        from codeactions.spool import Spool, spool_name
 
-        return S3LogStore(settings)
+        identity = (settings.s3_endpoint, settings.s3_bucket, settings.s3_prefix)
+        return S3LogStore(
+            settings,
+            Spool(
+                spools / spool_name("s3-logs", *identity),
+                max_bytes=spool.max_mb * 1024 * 1024,
+                fsync=spool.fsync,
+            ),
+        )
     from codeactions.logs.sql import SqlLogStore
 
     return SqlLogStore(sessionmaker)

@@ -319,12 +319,18 @@ async def clean_now(settings: Settings) -> CleanResult | None:
     """One pass for the `codeactions clean` command, with its own engine and log store."""
     from codeactions.db.session import create_engine, create_sessionmaker
     from codeactions.logs.store import build_log_store
+    from codeactions.spool import spool_root
 
     async with AsyncExitStack() as stack:
         engine = create_engine(settings.database)
         stack.push_async_callback(engine.dispose)
         sessionmaker = create_sessionmaker(engine)
-        log_store = build_log_store(settings.logs, sessionmaker)
+        log_store = build_log_store(
+            settings.logs,
+            sessionmaker,
+            spools=spool_root(settings.spool, settings.database),
+            spool=settings.spool,
+        )
         stack.push_async_callback(log_store.close)
         cleaner = await build_cleaner(
             settings, engine=engine, sessionmaker=sessionmaker, log_store=log_store, stack=stack

@@ -80,6 +80,8 @@ class Health:
         settings = self.settings
         state = app.state
         checks: dict[str, Check] = {"database": lambda: _database(app)}
+        if getattr(state, "journal", None) is not None:
+            checks["journal"] = lambda: _spooled(state.journal.consumer.status(), "outcomes")
         if settings.ratelimit.redis_url:
             mode = "fail-open" if settings.ratelimit.fail_open else "fail-closed"
 
@@ -97,7 +99,7 @@ class Health:
 
             async def s3() -> str:
                 await state.log_store.ping()
-                return "ok"
+                return await _spooled(state.log_store.status(), "log batches")
 
             checks["s3"] = s3
         if settings.runner.enabled and getattr(state, "runner", None) is not None:
@@ -109,6 +111,17 @@ async def _database(app: FastAPI) -> str:
     async with app.state.sessionmaker() as session:
         await session.execute(text("SELECT 1"))
     return "ok"
+
+
+async def _spooled(status: dict[str, Any], what: str) -> str:
+    """A spool's backlog: records kept on local disk until their destination takes them."""
+    backlog = int(status.get("backlog", 0))
+    if status.get("failing_for_seconds"):
+        raise RuntimeError(
+            f"{backlog} {what} spooled, writing them fails for "
+            f"{status['failing_for_seconds']}s: {status.get('last_error', '')}"
+        )
+    return f"ok ({backlog} {what} spooled)"
 
 
 async def _rabbitmq(app: FastAPI) -> str:

@@ -2,20 +2,34 @@
 
 Differences from the original, on purpose:
 - Exchanges and queues are declared (durable) when missing instead of being required.
-- A message that can never be applied (not JSON, wrong types, unknown action, invalid role) is
-  published to the dead-letter exchange, then acked: it leaves the queue once and stays
-  inspectable in `<queue>.dead`. The original redelivered such messages forever. Publishing
-  explicitly (instead of `x-dead-letter-exchange` on the queue) keeps queues created by the
-  original usable: a queue cannot be re-declared with different arguments.
-- A message that failed for a passing reason (database down) is re-queued after a growing
-  delay, at most `rabbitmq.max_retries` times, then dead-lettered.
-- Acks are manual, one message at a time, and only after the database commit, so a lost
-  connection or a crash redelivers instead of losing; handlers are idempotent.
+- A failed message never holds the queue. `is_temporary` sorts each failure:
+  - permanent, it would fail again the same way (not JSON, wrong types, unknown action, invalid
+    role, or values the database refuses: a NUL byte, a constraint): on the first failure the
+    message is published to the dead-letter exchange, then acked. It stays inspectable in
+    `<queue>.dead`, the reason in its `x-death-reason` header. The original redelivered such
+    messages forever.
+  - temporary (database unreachable, disconnected, locked, starting up, a timeout; and errors not
+    recognised): a copy with `x-codeactions-retries` incremented goes to the delay queue
+    `<queue>.retry.<delay>s`, then the message is acked and the next one handled at once. The delay
+    queue has no consumer: its `x-message-ttl` expires the copy and its dead-letter arguments send
+    it back to `<queue>` through the default exchange. The delay is `rabbitmq.retry_seconds`,
+    doubled each retry, at most 60 s; one delay queue per delay, as the broker expires messages
+    only at a queue's head. After `rabbitmq.max_retries` retries the message is dead-lettered.
+    The defaults (20 retries) ride out about 16 minutes of database outage.
+  The retry count travels in the message header, so a restart neither resets nor loses it.
+- Publishing dead letters and retries explicitly (instead of `x-dead-letter-exchange` on the
+  queue) keeps queues created by the original usable: a queue cannot be re-declared with different
+  arguments.
+- Acks are manual, one message at a time, and only after the database commit or the broker's
+  confirm of the dead-letter or retry copy, so a lost connection or a crash redelivers instead of
+  losing; handlers are idempotent. A message retried later is applied after the events that came
+  behind it: order holds among the messages that succeed on their first attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -44,12 +58,14 @@ from pydantic import (
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from codeactions.config import RabbitSettings
+from codeactions.db import errors as db_errors
 from codeactions.errors import BadRequest
 from codeactions.projects import service
 
 log = logging.getLogger(__name__)
 
 RETRIES_HEADER = "x-codeactions-retries"
+REASON_HEADER = "x-death-reason"
 MAX_RETRY_DELAY = 60.0
 DRAIN_SECONDS = 10.0  # how long close() lets a message being handled finish
 
@@ -59,6 +75,39 @@ RoleValue = Annotated[int, Field(ge=1, le=3)]
 
 class InvalidMessage(Exception):
     """A message that can never be applied: it goes to the dead-letter queue."""
+
+
+def is_temporary(exc: BaseException) -> bool:
+    """Whether applying the message again later may succeed: never for an invalid message."""
+    if isinstance(exc, InvalidMessage | BadRequest):
+        return False
+    return db_errors.is_temporary(exc)
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message` of the error and, when it wraps one, of its root cause (SQLAlchemy's own
+    message would carry the statement and the message's values)."""
+    root = db_errors.causes(exc)[-1]
+    if type(root).__name__ == type(exc).__name__:
+        return f"{type(exc).__name__}: {root}"[:500]
+    return f"{type(exc).__name__} ({type(root).__name__}: {root})"[:500]
+
+
+def retry_count(headers: dict[str, Any] | None) -> int:
+    """Retries already done, from the message's header (0 when missing or not a count)."""
+    value: object = (headers or {}).get(RETRIES_HEADER)
+    if isinstance(value, bytes | str) and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return max(value, 0)
+    return 0
+
+
+def retry_delay_ms(settings: RabbitSettings, retries: int) -> int:
+    """Wait before retry number `retries + 1`: `retry_seconds` doubled each retry, at most
+    `MAX_RETRY_DELAY`."""
+    seconds = min(settings.retry_seconds * 2.0 ** min(retries, 32), MAX_RETRY_DELAY)
+    return max(1, round(seconds * 1000))
 
 
 class _Message(BaseModel):
@@ -153,22 +202,45 @@ class ConsumerSpec:
     exchange: str
     queue: str
     apply: Apply
+    retry_delays_ms: tuple[int, ...] = ()
 
     @property
     def dead_queue(self) -> str:
         return f"{self.queue}.dead"
 
+    def retry_queue(self, delay_ms: int) -> str:
+        return f"{self.queue}.retry.{delay_ms / 1000:g}s"
+
+    @property
+    def retry_queues(self) -> dict[str, dict[str, Any]]:
+        """The delay queues by name, with their arguments. The delay is in the name, so a queue
+        is never re-declared with another TTL; one left by an older setting drains by itself."""
+        return {
+            self.retry_queue(delay_ms): {
+                "x-message-ttl": delay_ms,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": self.queue,
+            }
+            for delay_ms in self.retry_delays_ms
+        }
+
 
 def consumer_specs(settings: RabbitSettings) -> list[ConsumerSpec]:
+    delays = tuple(sorted({retry_delay_ms(settings, n) for n in range(settings.max_retries)}))
     return [
         ConsumerSpec(
-            "projects", settings.project_exchange, settings.project_queue, apply_project_created
+            "projects",
+            settings.project_exchange,
+            settings.project_queue,
+            apply_project_created,
+            delays,
         ),
         ConsumerSpec(
             "permissions",
             settings.permission_exchange,
             settings.permission_queue,
             apply_permission_changed,
+            delays,
         ),
     ]
 
@@ -244,7 +316,11 @@ class EventConsumers:
             client_properties={"connection_name": self.connection_name},
         )
         declared = await self._declare_missing()
-        channel = self._channel = self.connection.channel()
+        # Confirms: a dead-letter or retry copy is acked by the broker before the message is.
+        # A copy no queue would take raises instead of vanishing.
+        channel = self._channel = self.connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
         await channel.initialize()
         await channel.set_qos(prefetch_count=1)  # one at a time: keeps the events' order
         dlx = self.settings.dead_letter_exchange
@@ -267,38 +343,42 @@ class EventConsumers:
                 spec.dead_queue, durable=True, passive=spec.dead_queue not in declared
             )
             await dead.bind(self._dlx, spec.queue)
+            for name, arguments in spec.retry_queues.items():
+                await channel.declare_queue(
+                    name, durable=True, arguments=arguments, passive=name not in declared
+                )
             tag = await queue.consume(self._handler(spec), no_ack=False)
             self._consuming.append((queue, tag))
 
     async def _declare_missing(self) -> set[str]:
         """Declare every exchange and queue on a scratch channel; return the names whose active
         declaration succeeded. A name missing from the result exists with other arguments."""
-        names: list[tuple[str, str]] = [(self.settings.dead_letter_exchange, "dlx")]
+        # (name, exchange type or None for a queue, queue arguments)
+        names: list[tuple[str, ExchangeType | None, dict[str, Any] | None]] = [
+            (self.settings.dead_letter_exchange, ExchangeType.DIRECT, None)
+        ]
         for spec in self.specs:
             names += [
-                (spec.exchange, "exchange"),
-                (spec.queue, "queue"),
-                (spec.dead_queue, "queue"),
+                (spec.exchange, ExchangeType.TOPIC, None),
+                (spec.queue, None, None),
+                (spec.dead_queue, None, None),
             ]
+            names += [(name, None, arguments) for name, arguments in spec.retry_queues.items()]
         declared: set[str] = set()
         # A plain connection: a closed channel must not linger on the robust one.
         async with await aio_pika.connect(self.settings.url) as connection:
             channel = await connection.channel()
-            for name, kind in names:
+            for name, exchange_type, arguments in names:
                 try:
-                    if kind == "queue":
-                        await channel.declare_queue(name, durable=True)
+                    if exchange_type is None:
+                        await channel.declare_queue(name, durable=True, arguments=arguments)
                     else:
-                        await channel.declare_exchange(
-                            name,
-                            ExchangeType.DIRECT if kind == "dlx" else ExchangeType.TOPIC,
-                            durable=True,
-                        )
+                        await channel.declare_exchange(name, exchange_type, durable=True)
                     declared.add(name)
                 except aiormq.exceptions.ChannelPreconditionFailed as exc:
                     log.warning(
                         "rabbitmq %s %r exists with other arguments, used as is: %s",
-                        kind,
+                        "queue" if exchange_type is None else "exchange",
                         name,
                         exc,
                     )
@@ -313,13 +393,18 @@ class EventConsumers:
             try:
                 await self._handle(spec, message)
             except Exception as exc:
-                # Mostly the connection dropping before the ack: the broker redelivers.
+                # The connection dropped before the ack, or the broker refused the dead-letter or
+                # retry copy. Given back after a pause, so a broker refusing every copy is not
+                # hammered; on a lost channel the nack fails and the broker redelivers anyway.
                 log.warning(
-                    "rabbitmq message left unacknowledged, it will be redelivered: %s: %s",
+                    "rabbitmq message not settled, it will be redelivered: %s: %s",
                     type(exc).__name__,
                     exc,
                     extra={"queue": spec.queue},
                 )
+                await asyncio.sleep(self.settings.reconnect_seconds)
+                with contextlib.suppress(Exception):
+                    await message.nack(requeue=True)
             finally:
                 if task is not None:
                     self._handling.discard(task)
@@ -327,6 +412,8 @@ class EventConsumers:
         return handle
 
     async def _handle(self, spec: ConsumerSpec, message: AbstractIncomingMessage) -> None:
+        # Cancellation (shutting down) is not an Exception: the message stays unacked and the
+        # broker redelivers it.
         try:
             async with self.sessionmaker() as session:
                 await spec.apply(session, message.body)
@@ -334,10 +421,11 @@ class EventConsumers:
         except (InvalidMessage, BadRequest) as exc:
             await self._dead_letter(spec, message, f"invalid message: {exc}")
             return
-        except asyncio.CancelledError:
-            raise  # shutting down: not acked, the broker redelivers it
         except Exception as exc:
-            await self._retry(spec, message, exc)
+            if is_temporary(exc):
+                await self._retry_later(spec, message, describe(exc))
+            else:
+                await self._dead_letter(spec, message, f"permanent error: {describe(exc)}")
             return
         await message.ack()
         self.on_handled(spec.name, "applied")
@@ -350,55 +438,68 @@ class EventConsumers:
             extra={"queue": spec.queue, "reason": reason[:500], "dead_queue": spec.dead_queue},
         )
         assert self._dlx is not None
-        headers = dict(message.headers or {})
-        headers.update(
-            {
-                "x-death-reason": reason[:1000],
-                "x-original-exchange": message.exchange or "",
-                "x-original-routing-key": message.routing_key or "",
-                "x-original-queue": spec.queue,
-            }
-        )
+        headers = self._headers(spec, message)
+        headers[REASON_HEADER] = reason[:1000]
         await self._dlx.publish(self._copy(message, headers), routing_key=spec.queue)
         await message.ack()  # only after the broker confirmed the dead-letter copy
         self.on_handled(spec.name, "dead")
 
-    async def _retry(
-        self, spec: ConsumerSpec, message: AbstractIncomingMessage, exc: Exception
+    async def _retry_later(
+        self, spec: ConsumerSpec, message: AbstractIncomingMessage, error: str
     ) -> None:
-        headers = dict(message.headers or {})
-        retries = headers.get(RETRIES_HEADER, 0)
-        retries = retries if isinstance(retries, int) else 0
-        error = f"{type(exc).__name__}: {exc}"[:500]
+        retries = retry_count(message.headers)
         if retries >= self.settings.max_retries:
             await self._dead_letter(spec, message, f"gave up after {retries} retries: {error}")
             return
-        delay = min(self.settings.retry_seconds * 2**retries, MAX_RETRY_DELAY)
+        delay_ms = retry_delay_ms(self.settings, retries)
+        retry_queue = spec.retry_queue(delay_ms)
         log.warning(
-            "rabbitmq message failed, retrying",
-            extra={"queue": spec.queue, "error": error, "retry": retries + 1, "delay": delay},
+            "rabbitmq message failed, retrying later",
+            extra={
+                "queue": spec.queue,
+                "error": error,
+                "retry": retries + 1,
+                "delay": delay_ms / 1000,
+                "retry_queue": retry_queue,
+            },
         )
-        # Holding the message (prefetch 1) while waiting also pauses this consumer: the next
-        # events would most likely fail for the same reason.
-        await asyncio.sleep(delay)
-        assert self._channel is not None
+        headers = self._headers(spec, message)
         headers[RETRIES_HEADER] = retries + 1
+        assert self._channel is not None
         await self._channel.default_exchange.publish(
-            self._copy(message, headers), routing_key=spec.queue
+            self._copy(message, headers), routing_key=retry_queue
         )
-        await message.ack()
+        await message.ack()  # only after the broker confirmed the copy
         self.on_handled(spec.name, "retried")
 
     @staticmethod
+    def _headers(spec: ConsumerSpec, message: AbstractIncomingMessage) -> dict[str, Any]:
+        """The message's headers plus where it first came from (a retried message comes back
+        through the default exchange)."""
+        headers = dict(message.headers or {})
+        headers.setdefault("x-original-exchange", message.exchange or "")
+        headers.setdefault("x-original-routing-key", message.routing_key or "")
+        headers.setdefault("x-original-queue", spec.queue)
+        return headers
+
+    @staticmethod
     def _copy(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+        # Every property but `expiration` (the copy's wait is the delay queue's) and `user_id`
+        # (the broker refuses one other than our connection's user). Persistent: a retry must
+        # survive a broker restart.
         return aio_pika.Message(
             message.body,
             headers=headers,
             content_type=message.content_type,
             content_encoding=message.content_encoding,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            priority=message.priority,
+            correlation_id=message.correlation_id,
+            reply_to=message.reply_to,
             message_id=message.message_id,
             timestamp=message.timestamp,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            type=message.type,
+            app_id=message.app_id,
         )
 
     async def close(self) -> None:

@@ -1,4 +1,9 @@
-"""SQL for projects and user permissions."""
+"""SQL for projects and user permissions.
+
+Lookups by a uuid or an email no row can hold (NUL, a lone surrogate; see `is_storable`) find
+nothing without querying: PostgreSQL would fail the query where SQLite answers, and callers such
+as the role check pass emails from tokens, not checked by the services.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codeactions.db.models import Project, UserPermission, utcnow
+from codeactions.db.text import is_storable
 
 
 def _insert(session: AsyncSession, model: type[Any]) -> Any:
@@ -19,12 +25,17 @@ def _insert(session: AsyncSession, model: type[Any]) -> Any:
 
 
 def _same_email(email: str) -> Any:
-    # Rows written by the original may have any case; new ones are stored lowercased. Typed as
-    # the column, so the email compared is cleaned as the stored ones were (NUL -> U+FFFD).
-    return func.lower(UserPermission.email, type_=UserPermission.email.type) == email.lower()
+    # Rows written by the original may have any case; new ones are stored lowercased.
+    return func.lower(UserPermission.email) == email.lower()
+
+
+def _storable(*values: str) -> bool:
+    return all(is_storable(value) for value in values)
 
 
 async def get_project(session: AsyncSession, *, uuid: str) -> Project | None:
+    if not _storable(uuid):
+        return None
     result = await session.scalars(
         select(Project).where(Project.uuid == uuid).execution_options(populate_existing=True)
     )
@@ -41,6 +52,8 @@ async def insert_project_if_missing(session: AsyncSession, *, uuid: str, name: s
 async def get_permission(
     session: AsyncSession, *, project_uuid: str, email: str
 ) -> UserPermission | None:
+    if not _storable(project_uuid, email):
+        return None
     result = await session.scalars(
         select(UserPermission)
         .where(UserPermission.project_uuid == project_uuid, _same_email(email))
@@ -51,6 +64,8 @@ async def get_permission(
 
 
 async def list_permissions(session: AsyncSession, *, project_uuid: str) -> list[UserPermission]:
+    if not _storable(project_uuid):
+        return []
     result = await session.scalars(
         select(UserPermission)
         .where(UserPermission.project_uuid == project_uuid)
@@ -98,6 +113,8 @@ async def upsert_permission(
 
 
 async def delete_permission(session: AsyncSession, *, project_uuid: str, email: str) -> bool:
+    if not _storable(project_uuid, email):
+        return False
     result = await session.execute(
         delete(UserPermission)
         .where(UserPermission.project_uuid == project_uuid, _same_email(email))

@@ -5,33 +5,54 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
+from pydantic import AfterValidator
 
 from codeactions.auth.dependencies import CurrentAdmin, CurrentPrincipal
 from codeactions.auth.permissions import authorize
 from codeactions.auth.principals import Role
 from codeactions.db.session import SessionDep
 from codeactions.errors import ProjectNotFound
+from codeactions.ops.docs import error_responses
 from codeactions.projects import service
-from codeactions.projects.schemas import PermissionOut, ProjectIn, ProjectOut, RoleIn
+from codeactions.projects.schemas import (
+    IDENTIFIER,
+    PermissionOut,
+    ProjectIn,
+    ProjectOut,
+    RoleIn,
+)
 
 router = APIRouter(prefix="/projects", tags=["projects"])
 
-ProjectUuid = Annotated[str, Path(min_length=1, max_length=255)]
-Email = Annotated[str, Path(min_length=1, max_length=255)]
+# Checked before the role lookup, so every caller gets the service's 400 (its BadRequest is not a
+# ValueError: it leaves validation as it is), not a non-member's 404.
+ProjectUuid = Annotated[
+    str,
+    Path(min_length=1, max_length=255, json_schema_extra={"pattern": IDENTIFIER}),
+    AfterValidator(lambda value: service.valid_identifier(value, "project uuid")),
+]
+Email = Annotated[
+    str,
+    Path(min_length=1, max_length=255, json_schema_extra={"pattern": IDENTIFIER}),
+    AfterValidator(lambda value: service.valid_identifier(value, "email")),
+]
 
-_ERRORS: dict[int | str, dict[str, str]] = {
-    400: {"description": "Invalid request"},
-    401: {"description": "Missing or invalid credentials"},
-    403: {"description": "Role too low"},
-    404: {"description": "Not found, or not a member of the project"},
-}
+_NOT_FOUND = (404, "No such project (or member), or the caller is not a member of the project")
+_MEMBERS_ERRORS = error_responses(
+    400, 401, (403, "Only moderators manage members"), _NOT_FOUND, 503
+)
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Create a project (admin); an existing uuid answers 200 with it",
-    responses={200: {"description": "Already existed", "model": ProjectOut}, **_ERRORS},
+    responses={
+        200: {"description": "Already existed", "model": ProjectOut},
+        **error_responses(
+            400, 401, (403, "Only the admin token and service accounts create projects"), 503
+        ),
+    },
 )
 async def create_project(
     body: ProjectIn, _admin: CurrentAdmin, session: SessionDep, response: Response
@@ -42,7 +63,11 @@ async def create_project(
     return ProjectOut.model_validate(project)
 
 
-@router.get("/{project_uuid}", summary="A project (members)", responses=_ERRORS)
+@router.get(
+    "/{project_uuid}",
+    summary="A project (members)",
+    responses=error_responses(400, 401, _NOT_FOUND, 503),
+)
 async def get_project(
     project_uuid: ProjectUuid, principal: CurrentPrincipal, session: SessionDep
 ) -> ProjectOut:
@@ -54,7 +79,9 @@ async def get_project(
 
 
 @router.get(
-    "/{project_uuid}/permissions", summary="The project's members (moderators)", responses=_ERRORS
+    "/{project_uuid}/permissions",
+    summary="The project's members (moderators)",
+    responses=_MEMBERS_ERRORS,
 )
 async def list_permissions(
     project_uuid: ProjectUuid, principal: CurrentPrincipal, session: SessionDep
@@ -67,7 +94,7 @@ async def list_permissions(
 @router.put(
     "/{project_uuid}/permissions/{email}",
     summary="Give a member a role, adding the member if needed (moderators)",
-    responses=_ERRORS,
+    responses=_MEMBERS_ERRORS,
 )
 async def put_permission(
     project_uuid: ProjectUuid,
@@ -87,7 +114,7 @@ async def put_permission(
     "/{project_uuid}/permissions/{email}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Remove a member (moderators)",
-    responses=_ERRORS,
+    responses=_MEMBERS_ERRORS,
 )
 async def delete_permission(
     project_uuid: ProjectUuid, email: Email, principal: CurrentPrincipal, session: SessionDep

@@ -4,6 +4,10 @@ Emails are stored stripped and lowercased and compared case-insensitively (see
 `normalize_email`), so `Ana@X.org` from one source and `ana@x.org` from another are one member.
 Permissions do not require a `projects` row: the original never required one, and older projects
 only exist through their permissions.
+
+Uuids and emails with control characters (NUL among them) or surrogates are refused, written or
+looked up: stored with U+FFFD, `p\\x00` and `p\\ufffd` would be one project. Names are free text,
+stored with U+FFFD in place of what no database stores (see `codeactions.db.text`).
 """
 
 from __future__ import annotations
@@ -12,11 +16,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from codeactions.auth.principals import Role, normalize_email
 from codeactions.db.models import Project, UserPermission
+from codeactions.db.text import has_control_characters
 from codeactions.errors import BadRequest, PermissionNotFound
 from codeactions.projects import repository
 
 MAX_LENGTH = 255  # the columns' VARCHAR(255)
 ROLE_ERROR = "role must be 1 (viewer), 2 (contributor) or 3 (moderator)"
+
+
+UNADDRESSABLE = "uuid must not contain `/` nor be only dots: it names the project in URLs"
 
 
 def _text(value: object, what: str) -> str:
@@ -28,8 +36,16 @@ def _text(value: object, what: str) -> str:
     return value
 
 
+def valid_identifier(value: object, what: str) -> str:
+    """`value` stripped, when it may name a project or a member; else 400 saying why."""
+    text = _text(value, what)
+    if has_control_characters(text):
+        raise BadRequest(f"{what} must not contain control characters")
+    return text
+
+
 def _email(email: object) -> str:
-    return normalize_email(_text(email, "email"))
+    return normalize_email(valid_identifier(email, "email"))
 
 
 def _role(role: object) -> int:
@@ -45,7 +61,9 @@ def _role(role: object) -> int:
 
 async def ensure_project(session: AsyncSession, *, uuid: str, name: str) -> tuple[Project, bool]:
     """The project with this uuid, created if missing; True when it was created now."""
-    uuid = _text(uuid, "uuid")
+    uuid = valid_identifier(uuid, "uuid")
+    if "/" in uuid or not uuid.replace(".", ""):
+        raise BadRequest(UNADDRESSABLE)  # it could never be read back at /projects/{uuid}
     name = _text(name, "name")
     created = await repository.insert_project_if_missing(session, uuid=uuid, name=name)
     project = await repository.get_project(session, uuid=uuid)
@@ -60,11 +78,13 @@ async def create_project(session: AsyncSession, *, uuid: str, name: str) -> Proj
 
 
 async def get_project(session: AsyncSession, *, uuid: str) -> Project | None:
-    return await repository.get_project(session, uuid=uuid)
+    return await repository.get_project(session, uuid=valid_identifier(uuid, "uuid"))
 
 
 async def list_permissions(session: AsyncSession, *, project_uuid: str) -> list[UserPermission]:
-    return await repository.list_permissions(session, project_uuid=project_uuid)
+    return await repository.list_permissions(
+        session, project_uuid=valid_identifier(project_uuid, "project uuid")
+    )
 
 
 async def add_permission(
@@ -73,7 +93,7 @@ async def add_permission(
     """Insert the member unless present; False (and nothing changed) when it already existed."""
     return await repository.insert_permission_if_missing(
         session,
-        project_uuid=_text(project_uuid, "project uuid"),
+        project_uuid=valid_identifier(project_uuid, "project uuid"),
         email=_email(email),
         role=_role(role),
     )
@@ -85,7 +105,7 @@ async def grant_role(
     """Give the member this role, adding the member if needed."""
     return await repository.upsert_permission(
         session,
-        project_uuid=_text(project_uuid, "project uuid"),
+        project_uuid=valid_identifier(project_uuid, "project uuid"),
         email=_email(email),
         role=_role(role),
     )
@@ -94,7 +114,7 @@ async def grant_role(
 async def revoke_role(session: AsyncSession, *, project_uuid: str, email: str) -> bool:
     """Remove the member; False when it was not a member."""
     return await repository.delete_permission(
-        session, project_uuid=_text(project_uuid, "project uuid"), email=_email(email)
+        session, project_uuid=valid_identifier(project_uuid, "project uuid"), email=_email(email)
     )
 
 

@@ -17,7 +17,9 @@ INTERVAL_SECONDS = 60.0
 # The longest a run may take (a code's timeout is at most 300 s, queue wait included), plus grace:
 # a run started longer ago than this is no longer running anywhere, on any replica.
 STALE_AFTER = timedelta(seconds=300 + 60)
-LOST = "run lost: the runner stopped before the run finished"
+# Outcomes the database could not take are journaled and written later (over this, should the
+# reaper come first), so a run still `started` here had no outcome anywhere: its process stopped.
+LOST = "run lost: no outcome was recorded (the service or its runner stopped while it ran)"
 
 
 async def reap_stale_runs(

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Engine,
     Executable,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -96,8 +97,18 @@ class RunBook:
         row = {name: getattr(run, name) for name in _RUN_COLUMNS}
         await self._transaction([(insert(CodeRun), [row])])
 
-    async def finish(self, run: CodeRun, log_rows: list[dict[str, Any]]) -> None:
-        statements: list[tuple[Executable, Any]] = [
+    async def finish(
+        self, run: CodeRun, log_rows: list[dict[str, Any]], *, replay: bool = False
+    ) -> None:
+        """Store the run's outcome and its log rows in one transaction.
+
+        `replay`: the outcome may already be stored (a commit whose answer was lost), so its log
+        rows are written over instead of added twice.
+        """
+        statements: list[tuple[Executable, Any]] = []
+        if replay and log_rows:
+            statements.append((delete(CodeLog).where(CodeLog.run_id == run.id), None))
+        statements += [
             (
                 update(CodeRun)
                 .where(CodeRun.id == run.id)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from codeactions.auth.dependencies import CurrentPrincipal
+from codeactions.codes.service import MAX_PAGE, page_number_pattern
 from codeactions.db.session import SessionDep
 from codeactions.errors import AppError, BadRequest, NotFound, RateLimited
 from codeactions.http import (
@@ -18,50 +19,62 @@ from codeactions.http import (
     read_body,
     request_headers,
 )
+from codeactions.ops.docs import Message, error_responses, query
 from codeactions.runs import service
-from codeactions.runs.schemas import CodeRunOut, Message, RunCodeIn, RunCodeOut, run_json
+from codeactions.runs.schemas import CodeRunOut, RunCodeIn, RunCodeOut, run_json
 from codeactions.runs.service import Execution, Executor, RunInputs
 
 router = APIRouter()
 
-# Echo's `Any`: these are documented; the others are accepted but kept out of the OpenAPI
-# document (OPTIONS never gets here: the CORS middleware answers it).
-DOCUMENTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
-HIDDEN_METHODS = ("OPTIONS", "CONNECT", "PROPFIND", "REPORT", "TRACE")
+# Echo's `Any`: these are documented; the others are accepted but OpenAPI 3.1 has no place for
+# them (OPTIONS never gets here: the CORS middleware answers it).
+DOCUMENTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "TRACE")
+HIDDEN_METHODS = ("OPTIONS", "CONNECT", "PROPFIND", "REPORT")
+# Requests that carry no body (RFC 9110): no request body is documented for them.
+BODILESS_METHODS = ("GET", "HEAD", "TRACE")
 
 _RAW_BODY = {
     "requestBody": {
         "required": False,
-        "description": "Raw body handed to the code as `engine.body` (decoded as UTF-8).",
+        "description": "Raw body handed to the code as `engine.body` (decoded as UTF-8); "
+        "more than `CODEACTIONS_MAX_BODY_BYTES` (10 MiB by default) is a 413.",
         "content": {"text/plain": {"schema": {"type": "string"}}},
     }
 }
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": Message, "description": "No code with this id"},
-    408: {"model": Message, "description": "The code's timeout ran out (queue wait + execution)"},
-    413: {"model": Message, "description": "Request body over the limit"},
-    429: {
-        "model": Message,
-        "description": "Too many runs of the code's project, or of the code, waiting for a slot",
-    },
-    500: {"model": Message, "description": "The code failed: `error on executing code: ...`"},
-    503: {"model": Message, "description": "Queue full or runner unavailable"},
+_RUN_ERRORS = error_responses(
+    (404, "No code with this id"),
+    408,
+    413,
+    (429, "Too many runs of the code's project, or of the code, waiting for a slot"),
+    500,
+    (503, "Queue full, runner unavailable, or a dependency down; retry after `Retry-After`"),
+)
+# What the code chose (`engine.result.set(value, status_code, content_type)`).
+_CODE_CONTENT = {
+    "text/plain": {"schema": {"type": "string"}},
+    "application/json": {"schema": {}},
+    "text/html": {"schema": {"type": "string"}},
 }
 _EXECUTION_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "What the code set with `engine.result.set` (status and type it chose)",
-        "content": {
-            "text/plain": {"schema": {"type": "string"}},
-            "application/json": {"schema": {}},
-            "text/html": {"schema": {"type": "string"}},
-        },
-    },
-    **_ERRORS,
+    200: {"description": "What the code set with `engine.result.set`", "content": _CODE_CONTENT},
+    **_RUN_ERRORS,
     429: {
         "model": Message,
-        "description": "Rate limit of this code reached, or too many runs of its project or of "
-        "the code waiting for a slot",
+        "description": "Rate limit of this code reached (`RateLimit-*` and `Retry-After` "
+        "headers), or too many runs of its project or of the code waiting for a slot",
     },
+    "default": {
+        "description": "Any other status the code chose, with its body and type (a code "
+        "choosing one of the statuses above answers with its own body and type too)",
+        "content": _CODE_CONTENT,
+    },
+}
+
+
+# Empty: no limit. A zone-less date-time (UTC) is accepted too, as the description says.
+_TIME: dict[str, Any] = {
+    "type": "string",
+    "anyOf": [{"format": "date"}, {"format": "date-time"}, {"maxLength": 0}],
 }
 
 
@@ -75,6 +88,7 @@ def _executor(request: Request) -> Executor:
         log_store=state.log_store,
         metrics=state.metrics,
         tasks=state.run_tasks,
+        journal=state.journal,
     )
 
 
@@ -95,15 +109,16 @@ def _result_response(execution: Execution, headers: dict[str, str]) -> Response:
 async def run_endpoint(request: Request, code_id: str) -> Response:
     """Run a code as a public HTTP endpoint: query, headers, body and method go to the code."""
     state = request.app.state
-    decision = await state.limiter.hit(code_id)
+    code = await service.find_code(state.sessionmaker, state.code_cache, code_id)
+    if code is None:
+        raise NotFound()  # before the limiter: ids that name no code leave no state there
+    # One quota per code, however its id is spelled (UUID in any case, or its ObjectID).
+    decision = await state.limiter.hit(str(code.id))
     limit_headers = decision.headers()
     if not decision.allowed:
         state.metrics.rate_limited()
         raise RateLimited(headers=limit_headers)
     try:
-        code = await service.find_code(state.sessionmaker, state.code_cache, code_id)
-        if code is None:
-            raise NotFound()
         raw = await read_body(request, _max_body(request))
         inputs = RunInputs(
             params=first_query_values(request),
@@ -114,6 +129,8 @@ async def run_endpoint(request: Request, code_id: str) -> Response:
         execution = await service.execute(
             _executor(request), code=code, invoked_id=code_id, inputs=inputs
         )
+        # The run's id, to find its record and logs (`/coderun/{id}`, `/codelog?run_id=`).
+        limit_headers = {**limit_headers, "X-Run-Id": str(execution.run.id)}
         service.raise_for_failure(execution)
     except AppError as exc:
         exc.headers = {**limit_headers, **(exc.headers or {})}
@@ -134,7 +151,7 @@ def _add_execution_routes(path: str, name: str, summary: str) -> None:
             include_in_schema=documented,
             response_class=Response,
             responses=_EXECUTION_RESPONSES,
-            openapi_extra=_RAW_BODY if method not in ("GET", "HEAD") else None,
+            openapi_extra=None if method in BODILESS_METHODS else _RAW_BODY,
         )
 
 
@@ -174,10 +191,10 @@ def _run_inputs(raw: bytes) -> RunInputs:
     tags=["execution"],
     response_model=RunCodeOut,
     responses={
-        401: {"model": Message},
-        403: {"model": Message},
-        400: {"model": Message},
-        **_ERRORS,
+        **error_responses((400, "The body is not a JSON object of this shape"), 401),
+        **error_responses((403, "Contributor role needed")),
+        **_RUN_ERRORS,
+        404: {"model": Message, "description": "No code with this id in the caller's projects"},
     },
     openapi_extra={
         "requestBody": {
@@ -202,7 +219,7 @@ async def run_code(request: Request, principal: CurrentPrincipal, code_id: str) 
     summary="One run (Viewers of its code's project)",
     tags=["runs"],
     response_model=CodeRunOut,
-    responses={401: {"model": Message}, 404: {"model": Message}},
+    responses=error_responses(401, (404, "No run with this id in the caller's projects"), 503),
 )
 async def get_run(session: SessionDep, principal: CurrentPrincipal, id: str) -> Response:
     run = await service.get_run(session, principal, run_id=id)
@@ -214,26 +231,35 @@ async def get_run(session: SessionDep, principal: CurrentPrincipal, id: str) -> 
     summary="A code's runs, newest first, paginated (X-Total-Count and Link headers)",
     tags=["runs"],
     response_model=list[CodeRunOut],
-    responses={400: {"model": Message}, 401: {"model": Message}, 404: {"model": Message}},
+    responses=error_responses(
+        400, 401, (404, "No code with this id in the caller's projects"), 503
+    ),
 )
 async def list_runs(
     request: Request,
     session: SessionDep,
     principal: CurrentPrincipal,
     code_id: Annotated[
-        str | None, Query(description="The code's UUID or legacy ObjectID (required)")
+        str | None, query("The code's UUID or legacy ObjectID", required=True, minLength=1)
     ] = None,
     after: Annotated[
         str | None,
-        Query(
-            description="Runs created at or after: `2024-12-10`, `2024-12-10T10:00:00`, RFC 3339"
+        query(
+            "Runs created at or after: a date, an RFC 3339 date-time, or `2024-12-10T10:00:00`"
+            " / `2024-12-10 10:00:00` (UTC); empty: no limit",
+            **_TIME,
         ),
     ] = None,
     before: Annotated[
-        str | None, Query(description="Runs created at or before (same formats; UTC if no zone)")
+        str | None, query("Runs created at or before (same formats)", **_TIME)
     ] = None,
-    page: Annotated[str | None, Query(description="Page number, from 1")] = None,
-    page_size: Annotated[str | None, Query(description="Runs per page, 1 to 1000 (100)")] = None,
+    page: Annotated[
+        str | None, query("Page number, from 1", pattern=page_number_pattern(MAX_PAGE))
+    ] = None,
+    page_size: Annotated[
+        str | None,
+        query("Runs per page, 1 to 1000 (100)", pattern=page_number_pattern(service.MAX_RUNS_PAGE)),
+    ] = None,
 ) -> Response:
     found = await service.list_runs(
         session,

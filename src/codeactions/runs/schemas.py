@@ -11,12 +11,6 @@ from codeactions.db.models import CodeRun
 from codeactions.db.text import storable_json
 
 
-class Message(BaseModel):
-    """Every error body, as the original's Echo rendered it."""
-
-    message: str
-
-
 class CodeRunOut(BaseModel):
     """The original's CodeRun object (`internal/coderun/coderun.go`); empty legacy ids omitted."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -31,6 +32,7 @@ from codeactions.logs.store import LogEntry, LogStore
 from codeactions.ops.metrics import Metrics
 from codeactions.runner.base import Language, Runner, RunOutcome, RunRequest
 from codeactions.runs import repository
+from codeactions.runs.journal import OutcomeJournal
 from codeactions.runs.queue import RunQueue, Ticket
 from codeactions.runs.repository import RunBook, code_of_run
 
@@ -127,6 +129,7 @@ class Executor:
     log_store: LogStore
     metrics: Metrics
     tasks: set[asyncio.Task[Any]]
+    journal: OutcomeJournal
 
 
 @dataclass
@@ -285,7 +288,12 @@ async def _execute(
         raise
     # Recorded before the caller is answered, so whoever reads the run or its logs right after
     # sees them; this task is shielded, so a client that goes away does not stop it.
-    await _record_outcome(ex, execution, invoked_id=invoked_id)
+    try:
+        await _record_outcome(ex, execution, invoked_id=invoked_id)
+    except AppError as exc:
+        answer.set_exception(exc)
+        _count(ex, code, "failed", "runner", started)
+        return
     answer.set_result(execution)
     _count(ex, code, _label(execution.outcome), execution.outcome.reason, started)
 
@@ -345,11 +353,25 @@ async def _run_once(
     return Execution(run, outcome, status, media_type(outcome.content_type), error)
 
 
+NOT_RUN = "the run was not executed: the database failed while recording its start"
+
+
 async def _record_start(ex: Executor, run: CodeRun) -> None:
     try:
         await ex.book.start(run)
     except Exception as exc:
-        log.exception("recording a run as started failed")
+        log.warning("recording run %s as started failed: %s", run.id, exc)
+        # The insert may have committed before the connection broke: a journaled end makes sure
+        # such a record does not stay `started` (written over nothing when it did not commit).
+        run.status, run.result, run.updated_at = "failed", NOT_RUN, utcnow()
+        run.extra = {
+            "status_code": 503,
+            "content_type": "text",
+            "reason": "runner",
+            "error": NOT_RUN,
+        }
+        with contextlib.suppress(Exception):
+            await ex.journal.keep(run, [])
         raise Unavailable("could not record the run") from exc
 
 
@@ -395,19 +417,31 @@ async def _run_in_slot(
 
 
 async def _record_outcome(ex: Executor, execution: Execution, *, invoked_id: str) -> None:
-    """Store the run's outcome and its logs (one transaction when logs live in the database)."""
+    """Store the run's outcome and its logs (one transaction when logs live in the database).
+
+    What the database cannot take now goes to the journal, which writes it when the database is
+    back; raises Unavailable only when neither could keep it.
+    """
     run = execution.run
     entries = _log_entries(run, invoked_id=invoked_id, outcome=execution.outcome)
     in_database = isinstance(ex.log_store, SqlLogStore)
     try:
         await ex.book.finish(run, log_rows(entries) if in_database else [])
-    except Exception:  # the reaper ends a record left `started`
-        log.exception("recording the outcome of run %s failed", run.id)
+    except Exception as exc:
+        log.warning(
+            "the database did not take the outcome of run %s, journaling it: %s", run.id, exc
+        )
+        try:
+            await ex.journal.keep(run, entries if in_database else [])
+        except Exception as journal_exc:
+            log.exception("journaling the outcome of run %s failed", run.id)
+            raise Unavailable("could not record the run's outcome") from journal_exc
     if entries and not in_database:
         try:
             await ex.log_store.write(entries)
-        except Exception:
-            log.exception("writing the logs of run %s failed", run.id)
+        except Exception as exc:
+            log.exception("keeping the logs of run %s failed", run.id)
+            raise Unavailable("could not keep the run's logs") from exc
 
 
 def _log_entries(run: CodeRun, *, invoked_id: str, outcome: RunOutcome) -> list[LogEntry]:
@@ -493,16 +527,24 @@ async def get_run_by_id(session: AsyncSession, run_id: str) -> CodeRun:
 def parse_time(value: str | None, name: str) -> datetime | None:
     """A date or time as carbon parsed them: `2024-12-10`, `2024-12-10T10:00:00`, `... 10:00:00`,
     RFC 3339 with `Z` or an offset. Without a zone it is UTC."""
-    if value is None or not value.strip():
+    if not value:  # an empty value sets no limit; a blank one is no time
         return None
-    text = value.strip()
+    text = value
     if text[-1] in "zZ":
         text = text[:-1] + "+00:00"
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         raise BadRequest(f"invalid {name} parameter") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # an offset past year 1 or 9999 in UTC: the farthest a filter reaches
+        return (datetime.min if parsed.year == 1 else datetime.max).replace(tzinfo=UTC)
+
+
+MAX_RUNS_PAGE = 1000
 
 
 @dataclass
@@ -533,7 +575,7 @@ async def list_runs(
     since = parse_time(after, "after")
     until = parse_time(before, "before")
     number = parse_page_number(page, name="page", default=1, maximum=MAX_PAGE)
-    size = parse_page_number(page_size, name="page_size", default=100, maximum=1000)
+    size = parse_page_number(page_size, name="page_size", default=100, maximum=MAX_RUNS_PAGE)
 
     code_uuid: uuid.UUID | None
     code = await get_by_any_id(session, code_id)

@@ -1,0 +1,1 @@
+"""Fault drills against real PostgreSQL, Redis and S3 processes."""

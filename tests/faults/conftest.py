@@ -1,0 +1,81 @@
+"""Fixtures running PostgreSQL, Redis and S3 as real processes a test may kill, freeze and restart."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REQUIRE_SERVICES
+from tests.faults.processes import (
+    Database,
+    PostgresCluster,
+    RedisServer,
+    S3Server,
+    ServerProcess,
+)
+
+
+def need_installed(server: type[ServerProcess]) -> None:
+    """Skip when a server program is missing, unless CI asked for every service (then fail).
+
+    The same policy as tests.conftest.need_service, for a program to start rather than a port
+    to reach."""
+    if server.installed():
+        return
+    message = f"{server.name} is not installed"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + " (CODEACTIONS_TEST_REQUIRE_SERVICES=1)")
+    pytest.skip(message + ", skipping")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    """One cluster for the session (initdb costs a second). Use `pg` in tests: it puts the
+    cluster back up after a drill."""
+    need_installed(PostgresCluster)
+    # The system temp dir, not tmp_path_factory: pytest's dirs are root-only and the server
+    # runs as the postgres user.
+    cluster = PostgresCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def pg(pg_cluster: PostgresCluster) -> Iterator[Database]:
+    """A fresh database `t_<random>` on a running, thawed cluster; `.url`, `.async_url`, and
+    `.cluster` for the drills."""
+    pg_cluster.ensure_running()
+    database = pg_cluster.create_database(f"t_{uuid.uuid4().hex[:12]}")
+    yield database
+    # A drill may leave the cluster killed or frozen: the next test needs it up.
+    pg_cluster.ensure_running()
+    pg_cluster.drop_database(database.name)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    need_installed(RedisServer)
+    server = RedisServer(tmp_path)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def s3_server(tmp_path: Path) -> Iterator[S3Server]:
+    """An empty moto S3 server; create_bucket() what the test needs, again after a restart."""
+    need_installed(S3Server)
+    server = S3Server(tmp_path)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
