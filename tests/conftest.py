@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -30,6 +31,8 @@ PG_ADMIN_URL = os.environ.get(
     "CODEACTIONS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 REQUIRE_SERVICES = os.environ.get("CODEACTIONS_TEST_REQUIRE_SERVICES") == "1"
+# Apps built from bare Settings() with PostgreSQL would spool into the working directory.
+os.environ.setdefault("CODEACTIONS_SPOOL_DIR", tempfile.mkdtemp(prefix="codeactions-test-spool-"))
 TABLES = ("codes", "coderuns", "codelogs", "codelibs", "user_permissions", "projects")
 
 

@@ -32,6 +32,7 @@ def base_env(tmp_path: Path) -> dict[str, str]:
         CODEACTIONS_DATABASE_URL=f"sqlite:///{tmp_path / 'serve.db'}",
         CODEACTIONS_RUNNER_ENABLED="false",
         CODEACTIONS_RUNNER_WORK_DIR=str(tmp_path / "runner"),
+        CODEACTIONS_SPOOL_DIR=str(tmp_path / "spool"),
         CODEACTIONS_LOG_JSON="true",
         CODEACTIONS_SHUTDOWN_GRACE_SECONDS="10",
     )
