@@ -168,8 +168,8 @@ _add_execution_routes(
 
 
 def _run_inputs(raw: bytes) -> RunInputs:
-    if not raw.strip():
-        return RunInputs()
+    if not raw:
+        return RunInputs()  # no body: the code sees an empty request, as the original ran it
     document = parse_json(raw, expected="a JSON object")
     try:
         body = RunCodeIn.model_validate(document)
