@@ -180,7 +180,7 @@ class ErrorBoundary:
             else:
                 log.exception("unhandled error on %s %s", scope["method"], scope["path"])
                 status, message, headers = 500, "Internal Server Error", None
-            response = _response(scope["method"], status, message, headers)
+            response = error_response(scope["method"], status, message, headers)
             await response(scope, receive, send)
 
 
@@ -222,12 +222,13 @@ def install_error_handlers(app: FastAPI) -> None:
 def _json(
     request: Request, status: int, message: str, headers: dict[str, Any] | None = None
 ) -> Response:
-    return _response(request.method, status, message, headers)
+    return error_response(request.method, status, message, headers)
 
 
-def _response(
+def error_response(
     method: str, status: int, message: str, headers: dict[str, Any] | None = None
 ) -> Response:
+    """The `{"message": ...}` answer every error gets (its headers only, for HEAD)."""
     response = JSONResponse(error_body(message), status_code=status, headers=headers)
     if method == "HEAD":
         # The headers a GET would get (JSON type and length, as documented), without the body.

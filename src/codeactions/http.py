@@ -7,10 +7,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from codeactions.errors import BadRequest, HeadersTooLarge, PayloadTooLarge
+from codeactions.errors import BadRequest, HeadersTooLarge, PayloadTooLarge, error_response
 
 ALLOW_METHODS = "GET,HEAD,PUT,PATCH,POST,DELETE"
 # Headers a browser script may read from our answers (pagination and rate limits).
@@ -36,10 +35,8 @@ class HeaderLimit:
                 error = HeadersTooLarge(
                     f"request headers are too large: {size} bytes, at most {self.max_bytes}"
                 )
-                response = JSONResponse(
-                    {"message": error.message},
-                    status_code=error.status_code,
-                    headers={"connection": "close"},
+                response = error_response(
+                    scope["method"], error.status_code, error.message, {"connection": "close"}
                 )
                 await response(scope, receive, send)
                 return

@@ -24,7 +24,7 @@ from codeactions.ops.metrics import Metrics, MetricsMiddleware
 from codeactions.ratelimit.base import build_rate_limiter
 from codeactions.runs.journal import OutcomeJournal
 from codeactions.runs.repository import RunBook
-from codeactions.spool import Spool, spool_name, spool_root
+from codeactions.spool import destination_spool, spool_root
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             spools = spool_root(settings.spool, settings.database)
             journal = OutcomeJournal(
                 app.state.run_book,
-                Spool(
-                    spools / spool_name("outcomes", settings.database.async_url),
-                    max_bytes=settings.spool.max_mb * 1024 * 1024,
-                    fsync=settings.spool.fsync,
-                ),
+                destination_spool(settings.spool, spools, "outcomes", settings.database.async_url),
             )
             journal.start()
             stack.push_async_callback(journal.close, settings.server.shutdown_grace_seconds)

@@ -51,11 +51,13 @@ def spool_root(spool: SpoolSettings, database: DatabaseSettings) -> Path:
     return Path("codeactions-spool")
 
 
-def spool_name(kind: str, *identity: str) -> str:
-    """A directory name for a spool of `kind` bound to one destination (a database, a bucket):
+def destination_spool(settings: SpoolSettings, root: Path, kind: str, *identity: str) -> Spool:
+    """The spool of `kind` for one destination (a database, a bucket), in a directory of its own:
     records are only ever applied where they were meant to go."""
     digest = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:12]
-    return f"{kind}-{digest}"
+    return Spool(
+        root / f"{kind}-{digest}", max_bytes=settings.max_mb * 1024 * 1024, fsync=settings.fsync
+    )
 
 
 @dataclass(eq=False)

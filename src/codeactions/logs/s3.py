@@ -29,7 +29,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from codeactions.config import LogSettings
-from codeactions.errors import RETRY_AFTER, Unavailable
+from codeactions.errors import Unavailable
 from codeactions.logs.store import LogEntry, LogQuery
 from codeactions.spool import Spool, SpoolConsumer
 
@@ -227,7 +227,8 @@ class S3LogStore:
         self._unsent[batch.key] = batch
 
     async def _upload(self, record: dict[str, Any]) -> None:
-        batch = _Batch.from_record(record)
+        # Batches another process left (adopted while running) are not in `_unsent`.
+        batch = self._unsent.get(str(record["key"])) or _Batch.from_record(record)
         async with asyncio.timeout(self._settings.s3_write_timeout):
             await self._put(batch)
         self._unsent.pop(batch.key, None)
@@ -289,12 +290,12 @@ class S3LogStore:
         """A read answers within the read timeout, or raises Unavailable (503) at once while the
         uploads already know S3 is down."""
         if self._uploader is not None and self._uploader.failing:
-            raise Unavailable("log storage is unavailable", headers=RETRY_AFTER)
+            raise Unavailable("log storage is unavailable")
         try:
             async with asyncio.timeout(self._settings.s3_read_timeout):
                 yield
         except (TimeoutError, BotoCoreError, ClientError, OSError) as exc:
-            raise Unavailable("log storage is unavailable", headers=RETRY_AFTER) from exc
+            raise Unavailable("log storage is unavailable") from exc
 
     def _pointer(self, batch: str) -> str:
         return f"{self._index}/{_day_path(_batch_day(batch))}/{batch}"

@@ -81,17 +81,10 @@ def build_log_store(
 ) -> LogStore:
     if settings.s3_enabled:
         from codeactions.logs.s3 import S3LogStore
-        from codeactions.spool import Spool, spool_name
+        from codeactions.spool import destination_spool
 
         identity = (settings.s3_endpoint, settings.s3_bucket, settings.s3_prefix)
-        return S3LogStore(
-            settings,
-            Spool(
-                spools / spool_name("s3-logs", *identity),
-                max_bytes=spool.max_mb * 1024 * 1024,
-                fsync=spool.fsync,
-            ),
-        )
+        return S3LogStore(settings, destination_spool(spool, spools, "s3-logs", *identity))
     from codeactions.logs.sql import SqlLogStore
 
     return SqlLogStore(sessionmaker)
