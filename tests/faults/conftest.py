@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -58,24 +59,26 @@ def pg(pg_cluster: PostgresCluster) -> Iterator[Database]:
     pg_cluster.drop_database(database.name)
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    need_installed(RedisServer)
-    server = RedisServer(tmp_path)
+S = TypeVar("S", bound=ServerProcess)
+
+
+def running(kind: type[S], base_dir: Path) -> Iterator[S]:
+    """A started server of `kind` for one test, closed after it."""
+    need_installed(kind)
+    server = kind(base_dir)
     try:
         server.start()
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    yield from running(RedisServer, tmp_path)
 
 
 @pytest.fixture
 def s3_server(tmp_path: Path) -> Iterator[S3Server]:
     """An empty moto S3 server; create_bucket() what the test needs, again after a restart."""
-    need_installed(S3Server)
-    server = S3Server(tmp_path)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
+    yield from running(S3Server, tmp_path)
