@@ -33,7 +33,7 @@ PG_ADMIN_URL = os.environ.get(
 REQUIRE_SERVICES = os.environ.get("CODEACTIONS_TEST_REQUIRE_SERVICES") == "1"
 # Apps built from bare Settings() with PostgreSQL would spool into the working directory.
 os.environ.setdefault("CODEACTIONS_SPOOL_DIR", tempfile.mkdtemp(prefix="codeactions-test-spool-"))
-TABLES = ("codes", "coderuns", "codelogs", "codelibs", "user_permissions", "projects")
+TABLES = ("codes", "coderuns", "codelogs", "codelibs", "user_permissions", "projects", "secrets")
 
 
 def reachable(host: str, port: int) -> bool:
@@ -44,14 +44,42 @@ def reachable(host: str, port: int) -> bool:
         return False
 
 
-def need_service(name: str, host: str, port: int) -> None:
-    """Skip when a local service is down, unless CI asked for every service (then fail)."""
-    if reachable(host, port):
+def need(condition: bool, message: str) -> None:
+    """Skip the test (or, at a module's top, the module) when this machine lacks a part it needs
+    (a service, Node, Go, the runtime interpreter, seccomp), unless CI asked for every part
+    (CODEACTIONS_TEST_REQUIRE_SERVICES=1): then fail, so a green CI never hides a test that did
+    not run. As a mark: `pytest.mark.requires(condition, message)`."""
+    if condition:
         return
-    message = f"{name} not reachable on {host}:{port}"
     if REQUIRE_SERVICES:
-        pytest.fail(message + " (CODEACTIONS_TEST_REQUIRE_SERVICES=1)")
-    pytest.skip(message + ", skipping")
+        pytest.fail(f"{message} (CODEACTIONS_TEST_REQUIRE_SERVICES=1)", pytrace=False)
+    pytest.skip(f"{message}, skipping", allow_module_level=True)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """`need` for every `requires` mark of a test (its own, its module's, its parameter's),
+    before its fixtures start anything."""
+    for mark in item.iter_markers("requires"):
+        need(*mark.args, **mark.kwargs)
+
+
+def need_service(name: str, host: str, port: int) -> None:
+    need(reachable(host, port), f"{name} not reachable on {host}:{port}")
+
+
+# What the sandbox runner's tests need of the machine (`make deps` installs all of it).
+RUNNER_DEFAULTS = RunnerSettings()
+needs_runtime = pytest.mark.requires(
+    os.path.exists(RUNNER_DEFAULTS.python),
+    f"no runtime interpreter at {RUNNER_DEFAULTS.python} (make deps installs it)",
+)
+needs_node = pytest.mark.requires(
+    os.access(RUNNER_DEFAULTS.node, os.X_OK), f"{RUNNER_DEFAULTS.node} is not installed"
+)
+needs_go = pytest.mark.requires(
+    os.access(RUNNER_DEFAULTS.go, os.X_OK), f"{RUNNER_DEFAULTS.go} is not installed"
+)
 
 
 async def _reset(url: str) -> None:

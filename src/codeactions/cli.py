@@ -1,4 +1,4 @@
-"""The `codeactions` command: serve, migrate, clean, settings."""
+"""The `codeactions` command: serve, migrate, clean, secrets, settings."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ import asyncio
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 
 from codeactions.config import Settings
+
+if TYPE_CHECKING:
+    from codeactions.secrets.service import SealReport
 
 app = typer.Typer(help="Code Actions service.", no_args_is_help=True)
 
@@ -23,7 +27,6 @@ def serve(
     """Serve the HTTP API."""
     import uvicorn
 
-    from codeactions.db.migrate import upgrade
     from codeactions.main import create_app
     from codeactions.ops.logging import configure_logging
 
@@ -34,7 +37,7 @@ def serve(
     # handler: make that a normal exit (0) instead of death by signal (143).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if migrate:
-        asyncio.run(upgrade(settings.database))
+        _upgrade_or_exit(settings, "head")
     uvicorn.run(
         create_app(settings),
         host=host or settings.server.host,
@@ -49,11 +52,22 @@ def serve(
 @app.command("migrate")
 def migrate_command(revision: str = typer.Argument("head")) -> None:
     """Apply migrations (adopts a database made by the original service)."""
-    from codeactions.db.migrate import upgrade
-
     os.umask(0o077)
-    asyncio.run(upgrade(Settings().database, revision))
+    _upgrade_or_exit(Settings(), revision)
     typer.echo(f"database migrated to {revision}")
+
+
+def _upgrade_or_exit(settings: Settings, revision: str) -> None:
+    """Migrate; an unreachable database (down, wrong `sslmode` or certificate) is one line on
+    stderr and exit code 1, not a traceback."""
+    from codeactions.db.migrate import upgrade
+    from codeactions.db.session import DatabaseUnreachable
+
+    try:
+        asyncio.run(upgrade(settings.database, revision))
+    except DatabaseUnreachable as exc:
+        typer.echo(f"codeactions: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command("clean")
@@ -70,6 +84,48 @@ def clean_command() -> None:
         f"{result.before:%Y-%m-%d %H:%M:%S} UTC"
         + ("" if result.complete else " (stopped early: the lock was lost)")
     )
+
+
+secrets_app = typer.Typer(
+    help="Project secrets: keys and encryption at rest.", no_args_is_help=True
+)
+app.add_typer(secrets_app, name="secrets")
+
+
+@secrets_app.command("encrypt")
+def secrets_encrypt_command() -> None:
+    """Re-encrypt every secret with the current key (plaintext ones and ones under old keys)."""
+    os.umask(0o077)  # a key file generated now is the service's own
+    report = asyncio.run(_seal_all(Settings()))
+    typer.echo(f"re-encrypted {report.changed} of {report.total} secrets with the current key")
+    if report.unreadable:
+        typer.echo(
+            f"{report.unreadable} secrets are under none of the configured keys and were left "
+            "as they are: add their key to CODEACTIONS_SECRETS_OLD_KEYS",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+async def _seal_all(settings: Settings) -> SealReport:
+    from codeactions.db.session import create_engine, create_sessionmaker
+    from codeactions.secrets.crypto import secret_box
+    from codeactions.secrets.service import seal_all
+
+    box = secret_box(settings)
+    engine = create_engine(settings.database)
+    try:
+        return await seal_all(create_sessionmaker(engine), box)
+    finally:
+        await engine.dispose()
+
+
+@secrets_app.command("new-key")
+def secrets_new_key_command() -> None:
+    """Print a new key for CODEACTIONS_SECRETS_KEY."""
+    from codeactions.secrets.crypto import new_key
+
+    typer.echo(new_key())
 
 
 @app.command("settings")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from datetime import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -99,12 +101,52 @@ class ServerSettings(Group):
         return "warning" if level == "warn" else level
 
 
+POSTGRES_SCHEMES = (
+    "postgres://",
+    "postgresql://",
+    "postgresql+psycopg2://",
+    "postgresql+asyncpg://",
+)
+# libpq's TLS parameters. asyncpg reads them from a DSN only (its keyword arguments have no room
+# for the certificate files): DatabaseSettings moves them from the URL to `ssl_connect_args`.
+LIBPQ_SSL_PARAMETERS = frozenset(
+    {
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "sslpassword",
+        "sslcrl",
+        "sslnegotiation",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+    }
+)
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def split_ssl_parameters(url: str) -> tuple[str, list[str]]:
+    """`url` without libpq's TLS parameters, and those parameters (`name=value` as written)."""
+    base, _, query = url.partition("?")
+    kept: list[str] = []
+    ssl: list[str] = []
+    for item in filter(None, query.split("&")):
+        (ssl if item.partition("=")[0] in LIBPQ_SSL_PARAMETERS else kept).append(item)
+    return (f"{base}?{'&'.join(kept)}" if kept else base), ssl
+
+
 class DatabaseSettings(Group):
+    # The URL may hold a password: a validation error must not print it.
+    model_config = SettingsConfigDict(hide_input_in_errors=True)
+
     url: str = env(
         "DATABASE_URL",
         "FLOWS_CODE_ACTIONS_DB_URI",
         default="sqlite:///./codeactions.db",
-        description="SQLite (`sqlite:///path`) or PostgreSQL (`postgresql://user@host/db`).",
+        description="SQLite (`sqlite:///path`) or PostgreSQL (`postgresql://user@host/db`). "
+        "libpq's TLS parameters work as in libpq: `sslmode` (`disable`, `allow`, `prefer` (the "
+        "default), `require`, `verify-ca`, `verify-full`), `sslrootcert`, `sslcert`, `sslkey`, "
+        "`sslpassword`, `sslcrl`.",
     )
     pool_size: int = env(
         "DATABASE_POOL_SIZE",
@@ -127,19 +169,40 @@ class DatabaseSettings(Group):
         "answers 503 instead of holding callers).",
     )
 
+    @field_validator("url")
+    @classmethod
+    def _known_ssl_mode(cls, value: str) -> str:
+        if value.startswith(POSTGRES_SCHEMES):
+            for item in split_ssl_parameters(value)[1]:
+                name, _, mode = item.partition("=")
+                if name == "sslmode" and unquote(mode) not in SSL_MODES:
+                    raise ValueError(f"sslmode must be one of {', '.join(SSL_MODES)}")
+        return value
+
     @property
     def async_url(self) -> str:
-        """The URL with the async driver SQLAlchemy needs."""
+        """The URL with the async driver SQLAlchemy needs, without libpq's TLS parameters:
+        asyncpg would take them for keyword arguments it does not have (`ssl_connect_args`
+        carries them). What names the database stays as written."""
         url = self.url
-        for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://"):
+        for prefix in POSTGRES_SCHEMES:
             if url.startswith(prefix):
-                url = "postgresql+asyncpg://" + url[len(prefix) :]
-                # asyncpg takes `ssl`, not libpq's `sslmode`; drop the original's `sslmode=disable`.
-                url = re.sub(r"([?&])sslmode=disable(&|$)", r"\1", url).rstrip("?&")
-                return url
+                return split_ssl_parameters("postgresql+asyncpg://" + url[len(prefix) :])[0]
         if url.startswith("sqlite://") and not url.startswith("sqlite+aiosqlite://"):
             return "sqlite+aiosqlite://" + url[len("sqlite://") :]
         return url
+
+    @property
+    def ssl_connect_args(self) -> dict[str, str]:
+        """The URL's libpq TLS parameters as asyncpg takes them: a DSN holding only them, which
+        asyncpg completes with the host, user and database SQLAlchemy passes as keyword
+        arguments. asyncpg then does what libpq does with them: the same modes and defaults
+        (`prefer`, `~/.postgresql/root.crt`, the `PGSSL*` variables), `require` with a
+        `sslrootcert` verifying the server's certificate as `verify-ca` does."""
+        if not self.url.startswith(POSTGRES_SCHEMES):
+            return {}
+        ssl = split_ssl_parameters(self.url)[1]
+        return {"dsn": "postgresql://?" + "&".join(ssl)} if ssl else {}
 
     @property
     def is_sqlite(self) -> bool:
@@ -184,7 +247,18 @@ class AuthSettings(Group):
     oidc_userinfo_url: str = env(
         "OIDC_USERINFO_URL",
         default="",
-        description="Userinfo URL for opaque tokens; default `{issuer}/protocol/openid-connect/userinfo`.",
+        description="Userinfo URL; default: the `userinfo_endpoint` of the provider's discovery "
+        "document (`{issuer}/.well-known/openid-configuration`; Keycloak's is "
+        "`{issuer}/protocol/openid-connect/userinfo`, the URL the original called).",
+    )
+    oidc_claims_source: Literal["token", "userinfo", "auto"] = env(
+        "OIDC_CLAIMS_SOURCE",
+        default="auto",
+        description="Where a JWT caller's `email` and `can_communicate_internally` come from: "
+        "`token`: the token's claims only; `userinfo`: the provider's userinfo answer for every "
+        "token, as the original; `auto`: the token's claims, and userinfo when the token lacks one "
+        "of them (not for a token already saying `can_communicate_internally: true`). Userinfo "
+        "answers are cached per token until it expires.",
     )
     oidc_audience: str = env(
         "OIDC_AUDIENCE", default="", description="Required `aud` claim; empty accepts any."
@@ -199,7 +273,8 @@ class AuthSettings(Group):
         "OIDC_USERINFO_CACHE_SECONDS",
         default=60,
         ge=0,
-        description="How long a userinfo answer for an opaque token is cached.",
+        description="How long a userinfo answer for an opaque token is cached (answers for JWTs "
+        "are kept until the token expires).",
     )
     oidc_timeout_seconds: float = env(
         "OIDC_TIMEOUT_SECONDS",
@@ -219,8 +294,8 @@ class AuthSettings(Group):
         return self.oidc_jwks_url or f"{self.issuer}/protocol/openid-connect/certs"
 
     @property
-    def userinfo_url(self) -> str:
-        return self.oidc_userinfo_url or f"{self.issuer}/protocol/openid-connect/userinfo"
+    def discovery_url(self) -> str:
+        return f"{self.issuer}/.well-known/openid-configuration"
 
 
 class CodeSettings(Group):
@@ -676,6 +751,60 @@ class SpoolSettings(Group):
     )
 
 
+KEY_HINT = "32 url-safe base64-encoded bytes; `codeactions secrets new-key` prints one"
+
+
+def check_secrets_key(value: str) -> str:
+    """A Fernet key: 32 bytes in url-safe base64 (standard base64 is read too)."""
+    try:
+        raw = base64.urlsafe_b64decode(value.strip().encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        raw = b""
+    if len(raw) != 32:
+        raise ValueError(f"a secrets key is {KEY_HINT}")
+    return value.strip()
+
+
+class SecretsSettings(Group):
+    # A mistyped key must not end up in the error printed at start.
+    model_config = SettingsConfigDict(hide_input_in_errors=True)
+
+    key: str = env(
+        "SECRETS_KEY",
+        default="",
+        repr=False,
+        description="Key that encrypts project secrets at rest (" + KEY_HINT + "). Empty: "
+        "a key generated once into `CODEACTIONS_SECRETS_KEY_FILE`. Replicas sharing a database "
+        "need the same key.",
+    )
+    old_keys: Annotated[list[str], NoDecode] = env(
+        "SECRETS_OLD_KEYS",
+        default_factory=list,
+        repr=False,
+        description="Comma list of former keys: secrets written under them stay readable; "
+        "`codeactions secrets encrypt` rewrites them under `CODEACTIONS_SECRETS_KEY`.",
+    )
+    key_file: str = env(
+        "SECRETS_KEY_FILE",
+        default="",
+        description="Where the key is kept when `CODEACTIONS_SECRETS_KEY` is empty (created "
+        "with mode 0600 when missing; a warning at every start). Empty: `<sqlite "
+        "file>-secrets.key` beside the SQLite database, or `secrets.key` in the spool directory "
+        "with PostgreSQL.",
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        return check_secrets_key(value) if value.strip() else ""
+
+    @field_validator("old_keys", mode="before")
+    @classmethod
+    def _old_keys(cls, value: Any) -> Any:
+        value = _split_list(value)
+        return [check_secrets_key(key) for key in value] if isinstance(value, list) else value
+
+
 class Settings(Group):
     server: ServerSettings = Field(default_factory=ServerSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
@@ -688,6 +817,7 @@ class Settings(Group):
     cleaner: CleanerSettings = Field(default_factory=CleanerSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

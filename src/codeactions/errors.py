@@ -67,9 +67,18 @@ class PermissionNotFound(NotFound):
     message = "permission not found"
 
 
+class SecretNotFound(NotFound):
+    message = "secret not found"
+
+
 class Conflict(AppError):
     status_code = 409
     message = "already exists"
+
+
+class SecretNameTaken(Conflict):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"secret with name '{name}' already exists in this project")
 
 
 class PayloadTooLarge(AppError):

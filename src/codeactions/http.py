@@ -1,12 +1,14 @@
-"""HTTP details shared by routes: CORS and OPTIONS as the original's Echo, Go header names, bodies."""
+"""HTTP details shared by routes: CORS and OPTIONS as the original's Echo, Go header names, bodies,
+long JSON arrays."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from codeactions.errors import BadRequest, HeadersTooLarge, PayloadTooLarge, error_response
@@ -173,3 +175,48 @@ def parse_json(raw: bytes, *, expected: str = "JSON") -> Any:
         raise BadRequest("invalid body: JSON nested too deeply") from None
     except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise BadRequest(f"invalid body: expected {expected}") from None
+
+
+T = TypeVar("T")
+
+
+def json_array(
+    first: list[T],
+    rest: AsyncGenerator[list[T], None] | None,
+    render: Callable[[T], Any],
+    *,
+    headers: dict[str, str],
+) -> Response:
+    """A JSON array of `first` and then of each chunk of `rest`, written as the chunks are read.
+
+    Items are encoded as JSONResponse encodes them: the bytes are those of the whole array
+    answered at once, which is what happens (with a Content-Length) when there is no `rest`.
+    """
+    if rest is None:
+        return JSONResponse([render(item) for item in first], headers=headers)
+    return StreamingResponse(
+        _array_chunks(first, rest, render), media_type="application/json", headers=headers
+    )
+
+
+async def _array_chunks(
+    chunk: list[T], rest: AsyncGenerator[list[T], None], render: Callable[[T], Any]
+) -> AsyncIterator[bytes]:
+    try:
+        opening = b"["
+        while chunk:
+            data = opening + b",".join(_json_bytes(render(item)) for item in chunk)
+            chunk = []  # not kept while the client reads, nor while the next chunk is read
+            yield data
+            opening = b","
+            chunk = await anext(rest, [])
+        yield b"]"
+    finally:
+        await rest.aclose()
+
+
+def _json_bytes(value: Any) -> bytes:
+    # JSONResponse.render's encoding.
+    return json.dumps(
+        value, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")

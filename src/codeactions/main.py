@@ -24,6 +24,9 @@ from codeactions.ops.metrics import Metrics, MetricsMiddleware
 from codeactions.ratelimit.base import build_rate_limiter
 from codeactions.runs.journal import OutcomeJournal
 from codeactions.runs.repository import RunBook
+from codeactions.secrets.crypto import secret_box
+from codeactions.secrets.repository import ProjectValues
+from codeactions.secrets.service import SecretVault
 from codeactions.spool import destination_spool, spool_root
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(engine.dispose)
             app.state.engine = engine
             app.state.sessionmaker = create_sessionmaker(engine)
+            app.state.secret_box = secret_box(settings)
+            secret_values = ProjectValues(engine, settings.database.sqlite_path)
+            stack.callback(secret_values.close)
+            app.state.secret_vault = SecretVault(
+                secret_values,
+                app.state.secret_box,
+                timeout=settings.database.connect_timeout + settings.database.command_timeout,
+            )
             app.state.run_book = RunBook(engine, settings.database.sqlite_path)
             stack.callback(app.state.run_book.close)
             spools = spool_root(settings.spool, settings.database)
@@ -172,6 +183,7 @@ def _include_routers(app: FastAPI) -> None:
     from codeactions.ops.router import router as ops_router
     from codeactions.projects.router import router as projects_router
     from codeactions.runs.router import router as runs_router
+    from codeactions.secrets.router import router as secrets_router
 
     app.include_router(ops_router)
     app.include_router(projects_router)
@@ -179,3 +191,4 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(logs_router)
     app.include_router(libs_router)
     app.include_router(runs_router)
+    app.include_router(secrets_router)

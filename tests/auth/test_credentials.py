@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -13,7 +11,7 @@ import pytest
 from codeactions.auth.oidc import OidcVerifier
 from codeactions.config import AuthSettings, Settings
 from codeactions.main import create_app
-from tests.auth.provider import FakeProvider, bearer, oidc_settings
+from tests.auth.provider import FakeProvider, bearer, oidc_app, oidc_settings
 from tests.conftest import ADMIN, ADMIN_TOKEN
 
 PROTECTED = "/projects/p1/permissions"
@@ -65,9 +63,9 @@ async def test_without_any_configured_credential_everything_is_denied(
 
 
 async def test_lifespan_builds_the_verifier_only_when_oidc_is_enabled(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., Settings], provider: FakeProvider
 ) -> None:
-    for auth, expected in ((oidc_settings(), OidcVerifier), (AuthSettings(), type(None))):
+    for auth, expected in ((oidc_settings(provider), OidcVerifier), (AuthSettings(), type(None))):
         app = create_app(make_settings(auth=auth))
         async with app.router.lifespan_context(app):
             assert isinstance(app.state.oidc, expected)
@@ -110,76 +108,42 @@ async def test_token_without_email_is_a_401_with_its_reason(
 async def test_provider_down_is_a_503_not_a_500(
     oidc_client: httpx.AsyncClient, provider: FakeProvider
 ) -> None:
-    provider.down = True
+    provider.set_down(True)
     for token in (provider.token(), "opaque-token"):
         response = await oidc_client.get(PROTECTED, headers=bearer(token))
         assert response.status_code == 503
+        assert response.headers["Retry-After"]
         assert response.json() == {"message": "identity provider unavailable"}
 
 
 async def test_opaque_token_of_a_service_account_sees_every_project(
     oidc_client: httpx.AsyncClient, provider: FakeProvider
 ) -> None:
-    provider.userinfo["svc-token"] = {"can_communicate_internally": True, "sub": "svc"}
+    provider.set_userinfo("svc-token", {"can_communicate_internally": True, "sub": "svc"})
     for path in ("/projects/any-1/permissions", "/projects/any-2/permissions"):
         response = await oidc_client.get(path, headers={"Authorization": "svc-token"})
         assert response.status_code == 200
 
 
-class _ProviderServer:
-    """The fake provider behind a real local HTTP server, for the verifier the app builds itself."""
-
-    def __init__(self, provider: FakeProvider) -> None:
-        fake = provider
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                request = httpx.Request(
-                    "GET", f"http://local{self.path}", headers=dict(self.headers)
-                )
-                response = fake.handler(request)
-                self.send_response(response.status_code)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(response.content)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> _ProviderServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-async def test_app_verifies_tokens_against_a_real_provider(
+async def test_keycloak_host_and_realm_settings_find_the_provider(
     make_settings: Callable[..., Settings], provider: FakeProvider
 ) -> None:
-    with _ProviderServer(provider) as server:
-        auth = AuthSettings(
-            token=ADMIN_TOKEN, oidc_enabled=True, oidc_host=server.url, oidc_realm="weni"
-        )
-        app = create_app(make_settings(auth=auth))
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                token = provider.token(None, issuer=auth.issuer, can_communicate_internally=True)
-                response = await client.get(PROTECTED, headers=bearer(token))
-                assert response.status_code == 200
-                provider.userinfo["opaque"] = {"email": "x@example.org"}
-                response = await client.get(PROTECTED, headers=bearer("opaque"))
-                assert response.status_code == 404  # a user, not a member of p1
-                assert provider.jwks_calls == provider.userinfo_calls == 1
+    # The original's settings: the issuer, JWKS and (through discovery) userinfo URLs follow.
+    auth = AuthSettings(
+        token=ADMIN_TOKEN, oidc_enabled=True, oidc_host=provider.url, oidc_realm="weni"
+    )
+    async with oidc_app(make_settings(auth=auth)) as client:
+        token = provider.token(None, can_communicate_internally=True)
+        assert (await client.get(PROTECTED, headers=bearer(token))).status_code == 200
+        provider.set_userinfo("opaque", {"email": "x@example.org"})
+        response = await client.get(PROTECTED, headers=bearer("opaque"))
+        assert response.status_code == 404  # a user, not a member of p1
+        assert provider.jwks_calls == provider.userinfo_calls == 1
 
 
-async def test_unreachable_provider_is_a_503(make_settings: Callable[..., Settings]) -> None:
+async def test_unreachable_provider_is_a_503(
+    make_settings: Callable[..., Settings], provider: FakeProvider
+) -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -190,7 +154,7 @@ async def test_unreachable_provider_is_a_503(make_settings: Callable[..., Settin
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            for token in (FakeProvider().token(), "opaque"):
+            for token in (provider.token(), "opaque"):
                 response = await client.get(PROTECTED, headers=bearer(token))
                 assert response.status_code == 503
                 assert response.json() == {"message": "identity provider unavailable"}

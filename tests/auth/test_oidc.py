@@ -1,4 +1,5 @@
-"""OIDC token verification: local JWT checks against the JWKS, userinfo for opaque tokens."""
+"""OIDC token verification against the provider process: local JWT checks, userinfo for opaque
+tokens."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import jwt
@@ -18,21 +18,10 @@ from hypothesis import strategies as st
 
 from codeactions.auth.oidc import MIN_REFETCH_SECONDS, OidcVerifier
 from codeactions.auth.principals import Principal
+from codeactions.config import AuthSettings
 from codeactions.errors import AppError
-from tests.auth.provider import _EC, _RSA, FakeClock, FakeProvider, oidc_settings
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def verifier(provider: FakeProvider, clock: FakeClock) -> AsyncIterator[OidcVerifier]:
-    async with provider.http() as http:
-        v = OidcVerifier(oidc_settings(), http=http, clock=clock)
-        yield v
-        await v.close()
+from tests.auth.conftest import FakeClock
+from tests.auth.provider import FORGER_EC, FORGER_RSA, FakeProvider, oidc_settings
 
 
 def b64(document: dict[str, Any]) -> str:
@@ -69,13 +58,13 @@ async def test_keys_are_refetched_when_the_cache_expires(
     verifier: OidcVerifier, provider: FakeProvider, clock: FakeClock
 ) -> None:
     await verifier.principal(provider.token())
-    clock.advance(oidc_settings().oidc_jwks_cache_seconds + 1)
+    clock.advance(AuthSettings().oidc_jwks_cache_seconds + 1)
     await verifier.principal(provider.token())
     assert provider.jwks_calls == 2
 
 
 async def test_es256_tokens_are_accepted(verifier: OidcVerifier, provider: FakeProvider) -> None:
-    provider.publish("ec", _EC)
+    provider.publish("ec", "ES256")
     principal = await verifier.principal(provider.token(kid="ec", algorithm="ES256"))
     assert principal.email == "user@example.org"
 
@@ -96,8 +85,7 @@ async def test_token_not_yet_valid_is_not_authorized(
 async def test_token_without_expiry_is_not_authorized(
     verifier: OidcVerifier, provider: FakeProvider
 ) -> None:
-    payload = {"iss": "https://id.example.test/realms/weni", "email": "a@b.c"}
-    token = jwt.encode(payload, _RSA["k1"], algorithm="RS256", headers={"kid": "k1"})
+    token = provider.sign({"iss": provider.issuer, "email": "a@b.c"})
     assert_not_authorized(await rejected(verifier, token))
 
 
@@ -111,8 +99,8 @@ async def test_token_from_another_issuer_is_not_authorized(
 async def test_token_signed_with_another_key_is_not_authorized(
     verifier: OidcVerifier, provider: FakeProvider
 ) -> None:
-    # Claims the provider's kid but is signed with a key the provider never published.
-    assert_not_authorized(await rejected(verifier, provider.token(kid="k1", key=_RSA["k2"])))
+    # Claims the provider's kid but is signed with a key of the forger's.
+    assert_not_authorized(await rejected(verifier, provider.token(kid="k1", key=FORGER_RSA)))
 
 
 async def test_tampered_token_is_not_authorized(
@@ -127,7 +115,7 @@ async def test_unsigned_alg_none_token_is_not_authorized(
     verifier: OidcVerifier, provider: FakeProvider
 ) -> None:
     token = jwt.encode(
-        {"iss": "https://id.example.test/realms/weni", "email": "a@b.c", "exp": 2**33},
+        {"iss": provider.issuer, "email": "a@b.c", "exp": 2**33},
         "",
         algorithm="none",
         headers={"kid": "k1"},
@@ -138,14 +126,13 @@ async def test_unsigned_alg_none_token_is_not_authorized(
 async def test_hmac_token_keyed_with_the_public_key_is_not_authorized(
     verifier: OidcVerifier, provider: FakeProvider
 ) -> None:
-    public_pem = (
-        _RSA["k1"]
-        .public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    public_key: Any = jwt.PyJWK(provider.public_jwk("k1")).key
+    public_pem = public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     # PyJWT refuses to sign this, so the token is built by hand as an attacker would.
     header = b64({"alg": "HS256", "typ": "JWT", "kid": "k1"})
-    payload = b64({"iss": "https://id.example.test/realms/weni", "email": "a@b.c", "exp": 2**33})
+    payload = b64({"iss": provider.issuer, "email": "a@b.c", "exp": 2**33})
     signature = hmac.new(public_pem, f"{header}.{payload}".encode(), hashlib.sha256).digest()
     token = f"{header}.{payload}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
     assert_not_authorized(await rejected(verifier, token))
@@ -154,7 +141,9 @@ async def test_hmac_token_keyed_with_the_public_key_is_not_authorized(
 async def test_rsa_kid_with_ec_algorithm_is_not_authorized(
     verifier: OidcVerifier, provider: FakeProvider
 ) -> None:
-    assert_not_authorized(await rejected(verifier, provider.token(key=_EC, algorithm="ES256")))
+    assert_not_authorized(
+        await rejected(verifier, provider.token(key=FORGER_EC, algorithm="ES256"))
+    )
 
 
 async def test_garbage_jwt_is_not_authorized(verifier: OidcVerifier) -> None:
@@ -199,7 +188,7 @@ async def test_unknown_kids_cannot_hammer_the_provider(
 async def test_provider_down_is_unavailable_not_a_crash(
     verifier: OidcVerifier, provider: FakeProvider
 ) -> None:
-    provider.down = True
+    provider.set_down(True)
     error = await rejected(verifier, provider.token())
     assert (error.status_code, error.message) == (503, "identity provider unavailable")
 
@@ -207,7 +196,7 @@ async def test_provider_down_is_unavailable_not_a_crash(
 async def test_provider_error_status_is_unavailable(
     verifier: OidcVerifier, provider: FakeProvider
 ) -> None:
-    provider.status = 502
+    provider.set_status(502)
     error = await rejected(verifier, provider.token())
     assert error.status_code == 503
     error = await rejected(verifier, "opaque-token")
@@ -217,19 +206,20 @@ async def test_provider_error_status_is_unavailable(
 async def test_known_keys_keep_working_while_the_provider_is_down(
     verifier: OidcVerifier, provider: FakeProvider, clock: FakeClock
 ) -> None:
-    await verifier.principal(provider.token())
-    clock.advance(oidc_settings().oidc_jwks_cache_seconds + 1)
-    provider.down = True
-    principal = await verifier.principal(provider.token())
+    # Tokens with both identity claims: the `auto` source needs nothing else from the provider.
+    await verifier.principal(provider.token(can_communicate_internally=False))
+    clock.advance(AuthSettings().oidc_jwks_cache_seconds + 1)
+    provider.set_down(True)
+    principal = await verifier.principal(provider.token(can_communicate_internally=False))
     assert principal.email == "user@example.org"
 
 
 async def test_provider_recovers_after_an_outage(
     verifier: OidcVerifier, provider: FakeProvider, clock: FakeClock
 ) -> None:
-    provider.down = True
+    provider.set_down(True)
     assert (await rejected(verifier, provider.token())).status_code == 503
-    provider.down = False
+    provider.set_down(False)
     clock.advance(MIN_REFETCH_SECONDS + 1)
     assert (await verifier.principal(provider.token())).kind == "user"
 
@@ -237,12 +227,12 @@ async def test_provider_recovers_after_an_outage(
 async def test_opaque_token_is_checked_with_userinfo_and_cached(
     verifier: OidcVerifier, provider: FakeProvider, clock: FakeClock
 ) -> None:
-    provider.userinfo["opaque-1"] = {"email": "Opaque@Example.org", "sub": "x"}
+    provider.set_userinfo("opaque-1", {"email": "Opaque@Example.org", "sub": "x"})
     first = await verifier.principal("opaque-1")
     second = await verifier.principal("opaque-1")
     assert first == second == Principal(kind="user", email="opaque@example.org")
     assert provider.userinfo_calls == 1
-    clock.advance(oidc_settings().oidc_userinfo_cache_seconds + 1)
+    clock.advance(AuthSettings().oidc_userinfo_cache_seconds + 1)
     await verifier.principal("opaque-1")
     assert provider.userinfo_calls == 2
 
@@ -257,7 +247,7 @@ async def test_opaque_token_refused_by_userinfo_is_not_authorized(
 async def test_userinfo_unreachable_is_unavailable(
     verifier: OidcVerifier, provider: FakeProvider
 ) -> None:
-    provider.down = True
+    provider.set_down(True)
     error = await rejected(verifier, "opaque-1")
     assert (error.status_code, error.message) == (503, "identity provider unavailable")
 
@@ -269,6 +259,7 @@ async def test_internal_claim_gives_a_service_account_on_all_projects(
     principal = await verifier.principal(provider.token(None, can_communicate_internally=flag))
     assert principal.kind == "internal"
     assert principal.sees_all_projects
+    assert provider.userinfo_calls == 0  # the token says it all, as before userinfo was asked
 
 
 @pytest.mark.parametrize("flag", [False, "false", 1, "yes", None])
@@ -280,7 +271,7 @@ async def test_other_internal_claim_values_give_a_plain_user(
 
 
 async def test_internal_claim_via_userinfo(verifier: OidcVerifier, provider: FakeProvider) -> None:
-    provider.userinfo["svc"] = {"can_communicate_internally": True}
+    provider.set_userinfo("svc", {"can_communicate_internally": True})
     assert (await verifier.principal("svc")).kind == "internal"
 
 
@@ -293,11 +284,13 @@ async def test_token_without_email_is_refused_with_a_message(
 
 
 async def test_audience_is_checked_when_configured(provider: FakeProvider) -> None:
-    async with provider.http() as http:
-        verifier = OidcVerifier(oidc_settings(oidc_audience="code-actions"), http=http)
+    verifier = OidcVerifier(oidc_settings(provider, oidc_audience="code-actions"))
+    try:
         assert (await verifier.principal(provider.token(aud="code-actions"))).kind == "user"
         assert_not_authorized(await rejected(verifier, provider.token(aud="account")))
         assert_not_authorized(await rejected(verifier, provider.token()))
+    finally:
+        await verifier.close()
 
 
 json_values = st.recursive(
@@ -320,13 +313,13 @@ json_values = st.recursive(
     raw=st.from_regex(r"[!-~]{1,60}", fullmatch=True),
 )
 async def test_arbitrary_tokens_are_refused_never_crash(
-    header: dict[str, Any], payload: dict[str, Any], signature: str, raw: str
+    verifier: OidcVerifier,
+    header: dict[str, Any],
+    payload: dict[str, Any],
+    signature: str,
+    raw: str,
 ) -> None:
-    provider = FakeProvider()
-    provider.userinfo.clear()
-    async with provider.http() as http:
-        verifier = OidcVerifier(oidc_settings(), http=http)
-        for token in (f"{b64(header)}.{b64(payload)}.{signature}", raw):
-            with pytest.raises(AppError) as caught:
-                await verifier.principal(token)
-            assert caught.value.status_code == 401
+    for token in (f"{b64(header)}.{b64(payload)}.{signature}", raw):
+        with pytest.raises(AppError) as caught:
+            await verifier.principal(token)
+        assert caught.value.status_code == 401

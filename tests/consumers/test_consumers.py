@@ -6,7 +6,7 @@ import asyncio
 import json
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
@@ -26,47 +26,8 @@ from codeactions.projects.consumers import (
     retry_delay_ms,
     start_consumers,
 )
-from tests.conftest import ADMIN, need_service
-
-RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/"
-
-
-@pytest.fixture
-def rabbit(request: pytest.FixtureRequest) -> Iterator[RabbitSettings]:
-    """Exchange and queue names of this test only, deleted afterwards. A test changes other
-    settings with `@pytest.mark.parametrize("rabbit", [{...}], indirect=True)`."""
-    need_service("RabbitMQ", "127.0.0.1", 5672)
-    tag = f"test-{uuid.uuid4().hex[:10]}"
-    values: dict[str, Any] = {
-        "url": RABBIT_URL,
-        "project_exchange": f"{tag}.projects.topic",
-        "project_queue": f"{tag}.code-actions.projects",
-        "permission_exchange": f"{tag}.permissions.topic",
-        "permission_queue": f"{tag}.code-actions-permissions",
-        "dead_letter_exchange": f"{tag}.dlx",
-        "reconnect_seconds": 0.3,
-        "retry_seconds": 0.05,
-        "max_retries": 2,
-    }
-    settings = RabbitSettings(**{**values, **getattr(request, "param", {})})
-    yield settings
-    asyncio.run(_delete_entities(settings))
-
-
-async def _delete_entities(settings: RabbitSettings) -> None:
-    connection = await aio_pika.connect(settings.url)
-    async with connection:
-        for spec in consumer_specs(settings):
-            for name in (spec.queue, spec.dead_queue, *spec.retry_queues):
-                channel = await connection.channel()
-                await channel.queue_delete(name)
-        for exchange in (
-            settings.project_exchange,
-            settings.permission_exchange,
-            settings.dead_letter_exchange,
-        ):
-            channel = await connection.channel()
-            await channel.exchange_delete(exchange)
+from tests.codes.support import FakeOidc, as_user
+from tests.conftest import ADMIN, need
 
 
 @pytest.fixture
@@ -79,24 +40,6 @@ async def consumers(app: FastAPI) -> EventConsumers:
     consumers: EventConsumers = app.state.consumers
     await asyncio.wait_for(consumers.ready.wait(), 15)
     return consumers
-
-
-@pytest.fixture
-async def publish(rabbit: RabbitSettings) -> AsyncIterator[Callable[..., Awaitable[None]]]:
-    connection = await aio_pika.connect(rabbit.url)
-    channel = await connection.channel()
-
-    async def send(kind: str, body: Any, headers: dict[str, Any] | None = None) -> None:
-        name = rabbit.project_exchange if kind == "project" else rabbit.permission_exchange
-        exchange = await channel.get_exchange(name)
-        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        await exchange.publish(
-            aio_pika.Message(raw, headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-            routing_key="event",
-        )
-
-    yield send
-    await connection.close()
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], within: float = 10.0) -> Any:
@@ -230,9 +173,8 @@ async def test_permission_messages_create_update_and_delete_members(
 POISON = [
     b"not json at all",
     b'{"uuid": "p", "name": "n", "organization_id": "420209"}',
-    b'{"uuid": "p", "name": "n", "authorizations": [{"user_email": "a@x.org", "role": "3"}]}',
+    b'{"uuid": "p", "name": "n", "authorizations": {"user_email": "a@x.org", "role": 3}}',
     b'{"name": "no uuid"}',
-    b'{"uuid": "p", "name": "n", "authorizations": [{"user_email": "a@x.org", "role": 9}]}',
 ]
 
 
@@ -246,7 +188,8 @@ async def test_poison_messages_go_to_the_dead_letter_queue_and_consumption_goes_
     for body in POISON:
         await publish("project", body)
     await publish("permission", {"action": "promote", "project": "p", "user": "a@x.org", "role": 1})
-    await publish("permission", {"action": "create", "project": "p", "user": "a@x.org", "role": 0})
+    too_big = {"action": "create", "project": "p", "user": "a@x.org", "role": 2**31}
+    await publish("permission", too_big)
     await publish("permission", {"action": "create", "project": "p", "user": 5, "role": 1})
     project = str(uuid.uuid4())
     await publish("project", project_message(project))
@@ -511,8 +454,7 @@ async def test_messages_published_while_the_connection_is_down_are_applied_after
     client: httpx.AsyncClient, consumers: EventConsumers, publish: Any
 ) -> None:
     closed = await asyncio.to_thread(_close_connection_on_broker, consumers.connection_name)
-    if not closed:
-        pytest.skip("rabbitmqctl cannot close connections here")
+    need(closed, "rabbitmqctl cannot close connections here")
     project = str(uuid.uuid4())
     await publish(
         "permission", {"action": "create", "project": project, "user": "r@x.org", "role": 2}
@@ -558,3 +500,89 @@ async def test_existing_queue_and_exchange_declared_otherwise_are_used_as_they_a
             assert await eventually(lambda: members(client, project)) == {"q@x.org": 1}
             dead = await dead_letters(rabbit, rabbit.permission_queue)
             assert [m.body for m in dead] == [b"{broken"]
+
+
+async def test_a_bad_authorization_is_set_aside_and_the_rest_of_the_project_applied(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    consumers: EventConsumers,
+    publish: Any,
+    rabbit: RabbitSettings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    project = str(uuid.uuid4())
+    bad: list[Any] = [
+        {"user_email": "", "role": 1},
+        {"user_email": "typed@x.org", "role": "3"},
+        {"user_email": "huge@x.org", "role": 2**31},
+        {"role": 2},
+        "not an object",
+    ]
+    authorizations = [{"user_email": "owner@x.org", "role": 3}, *bad]
+    authorizations.append({"user_email": "viewer@x.org", "role": 1})
+    await publish("project", project_message(project, authorizations=authorizations))
+
+    assert await eventually(lambda: members(client, project)) == {
+        "owner@x.org": 3,
+        "viewer@x.org": 1,
+    }
+    assert (await client.get(f"/projects/{project}", headers=ADMIN)).status_code == 200
+    parts = await eventually(lambda: dead_letters(rabbit, rabbit.project_queue))
+    # Each bad item alone, in a project event of its own, with why.
+    assert [json.loads(m.body) for m in parts] == [
+        {"uuid": project, "name": "Acme", "authorizations": [item]} for item in bad
+    ]
+    reasons = [str((m.headers or {}).get("x-death-reason")) for m in parts]
+    assert reasons[0].startswith("authorizations.1: ") and "email" in reasons[0], reasons
+    assert reasons[1].startswith("authorizations.2: role: "), reasons
+    assert outcomes(app, "partial") == 1 and outcomes(app, "dead") == 0
+    logged = [r for r in caplog.records if "set aside" in r.getMessage()]
+    assert len(logged) == len(bad)
+    assert {getattr(r, "project_uuid", None) for r in logged} == {project}
+    assert getattr(logged[1], "user_email", None) == "typed@x.org"
+
+    # Fixed, a set-aside part is a project event that applies as such.
+    fixed = json.loads(parts[1].body)
+    fixed["authorizations"][0]["role"] = 3
+    await publish("project", fixed)
+    assert (await eventually(lambda: members_with(client, project, "typed@x.org")))[
+        "typed@x.org"
+    ] == 3
+
+
+async def members_with(client: httpx.AsyncClient, project: str, email: str) -> dict[str, int]:
+    now = await members(client, project)
+    return now if email in now else {}
+
+
+async def test_roles_outside_1_to_3_are_stored_as_given_and_read_as_the_original_did(
+    app: FastAPI, client: httpx.AsyncClient, consumers: EventConsumers, publish: Any
+) -> None:
+    project = str(uuid.uuid4())
+    roles = {"four@x.org": 4, "five@x.org": 5, "zero@x.org": 0, "minus@x.org": -1}
+    authorizations = [{"user_email": email, "role": role} for email, role in roles.items()]
+    await publish("project", project_message(project, authorizations=authorizations))
+    await publish(
+        "permission", {"action": "update", "project": project, "user": "two@x.org", "role": 7}
+    )
+    await publish(
+        "permission", {"action": "update", "project": project, "user": "two@x.org", "role": 2}
+    )
+    await publish(
+        "permission", {"action": "create", "project": project, "user": "neg@x.org", "role": -3}
+    )
+    expected = {**roles, "two@x.org": 2, "neg@x.org": -3}
+    assert await eventually(lambda: members_with(client, project, "neg@x.org")) == expected
+
+    # The original: read if role >= 1, write if role >= 3. Here 3 and above are Moderators
+    # (they manage members), 0 and below are answered as non-members.
+    app.state.oidc = FakeOidc()
+    manage = f"/projects/{project}/permissions/new@x.org"
+    for email in ("four@x.org", "five@x.org"):
+        response = await client.put(manage, json={"role": 1}, headers=as_user(email))
+        assert response.status_code == 200, (email, response.text)
+    response = await client.put(manage, json={"role": 1}, headers=as_user("two@x.org"))
+    assert response.status_code == 403
+    for email in ("zero@x.org", "minus@x.org", "neg@x.org"):
+        response = await client.get(f"/projects/{project}/permissions", headers=as_user(email))
+        assert response.status_code == 404, (email, response.text)

@@ -156,5 +156,5 @@ async def test_migrate_adopts_original_tables_and_keeps_rows(original_database: 
             )
         )
     await engine.dispose()
-    assert version == "0001"
+    assert version == "0002"
     assert nullable == "YES"

@@ -35,6 +35,9 @@ IDENTIFIER_COLUMNS = {
     "user_permissions.email",
     "projects.mongo_object_id",
     "projects.uuid",
+    "secrets.name",  # refused with control characters
+    "secrets.project_uuid",
+    "secrets.value",  # ciphertext; values with NUL or lone surrogates are refused
 }
 
 

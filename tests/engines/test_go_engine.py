@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import stat
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,7 +29,7 @@ def load_golang() -> ModuleType:
 
 golang = load_golang()
 
-pytestmark = pytest.mark.skipif(not golang.go_available(GO), reason=f"{GO} is not installed")
+pytestmark = pytest.mark.requires(golang.go_available(GO), f"{GO} is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -249,6 +250,110 @@ def test_a_compile_over_its_timeout_fails_with_a_clear_message(cache_dir: str) -
 def test_go_available_tells_a_working_toolchain_from_a_missing_one() -> None:
     assert golang.go_available(GO)
     assert not golang.go_available("/nonexistent/go")
+
+
+SECRETS = """package main
+
+func Run(engine *Engine) {
+	engine.Result.Set(map[string]any{
+		"get":     engine.Secrets.Get("API_KEY"),
+		"missing": engine.Secrets.Get("NOPE"),
+		"has":     []bool{engine.Secrets.Has("API_KEY"), engine.Secrets.Has("EMPTY"), engine.Secrets.Has("NOPE")},
+		"keys":    engine.Secrets.Keys(),
+	}, 200, "json")
+}
+"""
+
+
+def test_secrets_get_has_and_keys(cache_dir: str) -> None:
+    run = run_go(SECRETS, cache_dir, secrets={"API_KEY": "s3cr3t", "EMPTY": "", "B": "2"})
+    assert run.returncode == 0, run
+    assert run.result is not None
+    assert json.loads(run.result["value"]) == {
+        "get": "s3cr3t",
+        "missing": "",
+        "has": [True, True, False],
+        "keys": ["API_KEY", "B", "EMPTY"],
+    }
+
+
+def test_no_secrets_is_an_empty_set(cache_dir: str) -> None:
+    run = run_go(SECRETS, cache_dir)
+    assert run.result is not None
+    assert json.loads(run.result["value"])["keys"] == []
+
+
+@pytest.mark.parametrize(
+    ("source", "program"),
+    [
+        ('package main\n\nimport "fmt"\n\nfunc main() {\n\tfmt.Println("hi")\n}\n', True),
+        ("package main\n\nfunc main () { f := func() {}; f() }\n", True),
+        ("package main\n\nfunc main() { _ = '}' }\n\n/* func Run(engine *Engine) {} */\n", True),
+        ("package main\n\nfunc Run(engine *Engine) {}\n", False),
+        ("package main\n\nfunc main() {}\n\nfunc Run(engine *Engine) {}\n", False),
+        ("package main\n\n// func main() {}\nfunc Run(engine *Engine) {}\n", False),
+        (
+            'package main\n\nvar s = "func main() {"\n\nfunc Run(engine *Engine) {\n'
+            "\tx := `}\nfunc main() {`\n\t_ = x\n}\n",
+            False,
+        ),
+        ("package main\n\ntype T struct{}\n\nfunc (T) main() {}\n", False),
+        ("package main\n\nfunc Other() {}\n", False),
+    ],
+    ids=[
+        "main",
+        "main with a literal",
+        "brace rune, Run in a comment",
+        "Run",
+        "main and Run",
+        "main in a comment",
+        "main in strings",
+        "method main",
+        "neither",
+    ],
+)
+def test_a_top_level_main_without_run_is_a_program(source: str, program: bool) -> None:
+    assert golang.is_program(source) is program
+
+
+PROGRAM = """package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+func main() {
+	in, _ := io.ReadAll(os.Stdin)
+	fmt.Printf("stdin had %d bytes\\n", len(in))
+	fmt.Fprintln(os.Stderr, "a warning")
+	if len(in) > 0 && in[0] == 'x' {
+		os.Exit(3)
+	}
+}
+"""
+
+
+def test_a_program_is_built_without_the_engine_and_runs_alone(cache_dir: str) -> None:
+    path = build(PROGRAM, cache_dir)
+    # With the engine, an empty stdin would be a bad request (exit 1).
+    done = subprocess.run([path], input=b"", capture_output=True, timeout=20, check=False)
+    assert (done.returncode, done.stdout, done.stderr) == (
+        0,
+        b"stdin had 0 bytes\n",
+        b"a warning\n",
+    )
+    failed = subprocess.run([path], input=b"x", capture_output=True, timeout=20, check=False)
+    assert failed.returncode == 3
+
+
+def test_a_program_compile_error_names_the_users_file_and_line(cache_dir: str) -> None:
+    source = "package main\n\nfunc main() {\n\tundefinedThing()\n}\n"
+    with pytest.raises(golang.CompileFailed) as failure:
+        build(source, cache_dir)
+    assert failure.value.message.startswith("action.go:4:2: undefined: undefinedThing")
+    assert "engine" not in failure.value.message
 
 
 def test_large_request_is_read_whole(cache_dir: str) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import subprocess
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from tests.engines.child import (
     encode_request,
     make_request,
     run_child,
+    run_events,
 )
 
 
@@ -169,10 +172,95 @@ def test_syntax_error_is_reported_with_the_line() -> None:
     assert "SyntaxError: Unexpected token ';'" in run.error
 
 
-def test_missing_run_is_an_error() -> None:
-    run = run_js("const x = 1;")
+def test_a_source_without_run_is_a_script_whose_async_work_completes() -> None:
+    source = """
+console.log("first");
+setTimeout(() => console.log("after a timer"), 30);
+Promise.resolve().then(() => process.stdout.write("from a promise\\n"));
+(async () => { await fetch("data:text/plain,fetched").then((r) => r.text()).then(console.log); })();
+"""
+    run = run_js(source)
+    assert run.returncode == 0, run
+    assert run.events == [{"t": "script"}]  # the supervisor takes stdout as the result
+    assert run.stdout == "first\nfrom a promise\nfetched\nafter a timer\n"
+
+
+@pytest.mark.parametrize(
+    ("source", "returncode"),
+    [
+        ('console.log("x"); process.exit(3);', 3),
+        ("setTimeout(() => process.exit(4), 10);", 4),
+        ('console.log("x"); process.exitCode = 5;', 5),
+    ],
+    ids=["exit while evaluated", "exit later", "exitCode"],
+)
+def test_a_script_exiting_non_zero_keeps_its_status(source: str, returncode: int) -> None:
+    run = run_js(source)
+    assert run.returncode == returncode
+    assert run.events == [{"t": "script"}]
+
+
+def test_an_uncaught_exception_in_a_script_fails_it_with_the_error() -> None:
+    run = run_js('console.log("before");\nsetTimeout(() => { throw new Error("late boom"); }, 10);')
     assert run.returncode == 1
-    assert "Run(engine)" in run.error
+    assert run.of("script") == [{"t": "script"}]
+    assert run.error.startswith("Error: late boom\n    at ")
+    assert run.stdout == "before\n"
+
+
+def test_a_reused_engine_ends_a_script_when_its_loop_empties_and_serves_the_next() -> None:
+    script = "setTimeout(() => console.log('done'), 20);"
+    events, code = run_reused(script, "function Run(engine) { engine.result.set('next'); }")
+    assert code == 0
+    assert [event["t"] for event in events] == ["script", "done", "result", "done"]
+    assert events[2]["value"] == "next"
+
+
+SECRETS_SOURCE = """
+function Run(engine) {
+  const s = engine.secrets;
+  engine.result.set({
+    get: s.get("API_KEY"),
+    missing: s.get("NOPE"),
+    fallback: s.get("NOPE", "dflt"),
+    has: [s.has("API_KEY"), s.has("NOPE")],
+    keys: s.keys(),
+    isArray: Array.isArray(s.keys()),
+    env: Object.values(process.env).some((v) => String(v).includes("s3cr3t")),
+  });
+}
+"""
+
+
+def test_secrets_get_has_and_keys() -> None:
+    run = run_js(SECRETS_SOURCE, secrets={"API_KEY": "s3cr3t", "OTHER": ""})
+    assert run.result is not None
+    assert json.loads(run.result["value"]) == {
+        "get": "s3cr3t",
+        "missing": None,
+        "fallback": "dflt",
+        "has": [True, False],
+        "keys": ["API_KEY", "OTHER"],
+        "isArray": True,
+        "env": False,
+    }
+
+
+def test_a_reused_engine_gives_each_run_its_own_secrets() -> None:
+    source = """
+function Run(engine) {
+  process.kept = process.kept || engine.secrets;  // what a run could keep in its process
+  engine.result.set([engine.secrets.keys(), engine.secrets.get("API_KEY"), process.pid]);
+}
+"""
+    events, code = run_reused(
+        source, source, secrets=[{"API_KEY": "first", "OLD": "x"}, {"API_KEY": "second"}]
+    )
+    assert code == 0
+    results = [json.loads(event["value"]) for event in events if event["t"] == "result"]
+    assert results[0][:2] == [["API_KEY", "OLD"], "first"]
+    assert results[1][:2] == [["API_KEY"], "second"]
+    assert results[0][2] == results[1][2]  # one process served both
 
 
 def test_async_run_is_awaited() -> None:
@@ -290,10 +378,16 @@ def test_large_request_arriving_in_many_chunks_is_read_whole() -> None:
     assert run.result is not None and run.result["value"] == str(len(body))
 
 
-def run_reused(*sources: str) -> tuple[list[dict[str, Any]], int]:
-    """Several requests to one engine process, as a warm worker gets them."""
+def run_reused(
+    *sources: str, secrets: Sequence[dict[str, str]] = ()
+) -> tuple[list[dict[str, Any]], int]:
+    """Several requests to one engine process, as a warm worker gets them (the i-th with
+    `secrets[i]`)."""
     read_fd, write_fd = os.pipe()
-    requests = b"".join(encode_request(make_request(source=src, reuse=True)) for src in sources)
+    requests = b"".join(
+        encode_request(make_request(source=src, reuse=True, secrets=dict(mine)))
+        for src, mine in itertools.zip_longest(sources, secrets, fillvalue={})
+    )
     try:
         done = subprocess.run(
             [NODE, str(ENGINE_JS)],
@@ -307,7 +401,7 @@ def run_reused(*sources: str) -> tuple[list[dict[str, Any]], int]:
     finally:
         os.close(write_fd)
     with os.fdopen(read_fd, "rb") as events:
-        return [json.loads(line) for line in events.read().splitlines()], done.returncode
+        return run_events(events.read()), done.returncode
 
 
 def test_a_reused_engine_runs_each_request_in_a_fresh_context_and_reports_done() -> None:

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import pytest
 
-from tests.conftest import REQUIRE_SERVICES
+from tests.conftest import need
 from tests.faults.processes import (
     Database,
     PostgresCluster,
@@ -24,12 +24,7 @@ def need_installed(server: type[ServerProcess]) -> None:
 
     The same policy as tests.conftest.need_service, for a program to start rather than a port
     to reach."""
-    if server.installed():
-        return
-    message = f"{server.name} is not installed"
-    if REQUIRE_SERVICES:
-        pytest.fail(message + " (CODEACTIONS_TEST_REQUIRE_SERVICES=1)")
-    pytest.skip(message + ", skipping")
+    need(server.installed(), f"{server.name} is not installed")
 
 
 @pytest.fixture(scope="session")

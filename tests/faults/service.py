@@ -35,8 +35,11 @@ class Service:
     """`codeactions serve` with the given settings (environment), started and stopped at will;
     its spool directory outlives restarts."""
 
-    def __init__(self, work: Path, env: dict[str, str], *, uid_base: int) -> None:
+    def __init__(
+        self, work: Path, env: dict[str, str], *, uid_base: int, cwd: Path | None = None
+    ) -> None:
         self.work = work
+        self.cwd = cwd  # where it is started from (a checkout); the test's own by default
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = work / "service.log"
@@ -65,6 +68,7 @@ class Service:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            cwd=self.cwd,
         )
         log.close()
         deadline = time.monotonic() + timeout

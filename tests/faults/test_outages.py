@@ -19,17 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
-from codeactions.config import RunnerSettings
-from tests.conftest import REQUIRE_SERVICES
+from tests.conftest import needs_runtime
 from tests.faults.processes import Database, RedisServer, S3Server
 from tests.faults.service import LINES_PER_RUN, LOGGING_CODE, Load, Service
 
-pytestmark = pytest.mark.sandbox
-
-if not Path(RunnerSettings().python).exists():
-    if REQUIRE_SERVICES:
-        raise RuntimeError(f"no runtime interpreter at {RunnerSettings().python}")
-    pytest.skip("no runtime interpreter (make deps installs it)", allow_module_level=True)
+pytestmark = [pytest.mark.sandbox, needs_runtime]
 
 UID_BASE = 64000  # sandbox uids of its own: drills run one at a time
 SLOW_CODE = LOGGING_CODE.replace("time.sleep(0.02)", "time.sleep(0.3)")

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from codeactions.config import RunnerSettings, Settings
 from codeactions.db.models import CodeLib
 from tests.codes.support import VIEWER, as_user, enable_users
-from tests.conftest import ADMIN
+from tests.conftest import ADMIN, needs_runtime
 
 
 def _fake_runtime(root: Path, packages: dict[str, str]) -> str:
@@ -63,11 +63,10 @@ async def test_any_user_can_list_libraries(client: httpx.AsyncClient, app: FastA
     assert response.status_code == 200
 
 
+@needs_runtime
 def test_the_real_runtime_lists_its_preinstalled_libraries() -> None:
     from codeactions.libs.service import installed_distributions
 
     python = RunnerSettings().python
-    if not Path(python).exists():
-        pytest.skip("no runtime interpreter")
     names = {name.lower() for name, _ in installed_distributions(python).values()}
     assert {"requests", "boto3"} <= names

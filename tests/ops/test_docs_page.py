@@ -14,9 +14,8 @@ import httpx
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM) and os.environ.get("CODEACTIONS_TEST_REQUIRE_SERVICES") != "1",
-    reason="Debian's chromium is not installed (make test installs it)",
+pytestmark = pytest.mark.requires(
+    os.path.exists(CHROMIUM), "Debian's chromium is not installed (make test installs it)"
 )
 
 

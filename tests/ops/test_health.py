@@ -22,6 +22,7 @@ from codeactions.config import (
 )
 from codeactions.main import create_app
 from codeactions.ops.health import Health
+from codeactions.runner.wire import LANGUAGES, Language, LanguageStatus, RunnerStatus
 from tests.conftest import need_service
 
 DEAD_PG = "postgresql://postgres@127.0.0.1:1/test"  # nothing listens on port 1
@@ -155,26 +156,64 @@ async def test_each_app_has_its_own_cache(tmp_path: Path) -> None:
             assert (await fine.get("/health")).status_code == 200
 
 
+def runner_status(ok: bool, error: str = "", **broken: str) -> RunnerStatus:
+    """A runner's status whose languages are ready but for those in `broken` (name: why)."""
+    languages: dict[Language, LanguageStatus] = {
+        name: {
+            "ready": name not in broken,
+            "error": broken.get(name, ""),
+            "failures": 4 if name in broken else 0,
+            "retry_in": 1.5 if name in broken else 0.0,
+        }
+        for name in LANGUAGES
+    }
+    return RunnerStatus(
+        ok=ok,
+        error=error,
+        isolation="full",
+        network="off",
+        cgroups="v2",
+        slots=1,
+        busy=0,
+        queued=0,
+        node_spares=0,
+        warnings=[],
+        restarts=0,
+        supervisor_pid=None,
+        languages=languages,
+    )
+
+
 async def test_the_runner_is_checked_when_enabled(app: FastAPI, tmp_path: Path) -> None:
     class StubRunner:
-        def __init__(self, status: dict[str, Any]) -> None:
+        def __init__(self, status: RunnerStatus) -> None:
             self._status = status
 
-        def status(self) -> dict[str, Any]:
+        def status(self) -> RunnerStatus:
             return self._status
 
     settings = app.state.settings.model_copy(
         update={"runner": RunnerSettings(enabled=True, work_dir=str(tmp_path))}
     )
-    for status, expected in (
-        ({"ok": True, "isolation": "full"}, "healthy"),
-        ({"ok": False, "isolation": "none", "message": "supervisor died"}, "unhealthy"),
+    node = "Node.js cannot start: Error: Cannot find module '/x/engine.js'"
+    gone = "the runner supervisor is not running (it is restarted)"
+    for status, expected, says in (
+        (runner_status(True), "healthy", "ok (python, javascript, go ready; isolation: full)"),
+        (
+            runner_status(False, f"javascript cannot run: {node}", javascript=node),
+            "unhealthy",
+            f"RuntimeError: javascript cannot run: {node}; python, go ready",
+        ),
+        (
+            runner_status(False, gone, **dict.fromkeys(LANGUAGES, gone)),
+            "unhealthy",
+            f"RuntimeError: {gone}",
+        ),
     ):
         state = SimpleNamespace(
             sessionmaker=app.state.sessionmaker, runner=StubRunner(status), started_at=0.0
         )
         report = await Health(settings).report(cast(FastAPI, SimpleNamespace(state=state)))
         runner = report.body["services"]["runner"]
-        assert runner["status"] == expected
-        assert ("full" in runner["message"]) == (expected == "healthy")
+        assert (runner["status"], runner["message"]) == (expected, says)
         assert report.healthy == (expected == "healthy")

@@ -59,7 +59,7 @@ async def test_metrics_expose_the_original_names(client: httpx.AsyncClient) -> N
         "codeactions_rate_limited_total",
     ):
         assert f"# TYPE {name} " in text, name
-    assert 'workerpool_task_duration_seconds_bucket{le="30.0"}' in text
+    assert 'workerpool_task_duration_seconds_bucket{le="30"}' in text  # as Go writes it
     assert 'workerpool_queue_wait_seconds_bucket{le="0.001"}' in text
 
 
@@ -73,11 +73,11 @@ async def test_request_metrics_use_the_route_template_not_the_raw_path(
 
     assert project not in text
     assert (
-        value(text, "codeactions_requests_total", url="/projects/{project_uuid}", method="GET") == 1
+        value(text, "codeactions_requests_total", url="/projects/:project_uuid", method="GET") == 1
     )
     assert value(text, "codeactions_requests_total", url="unmatched", code="404") == 1
     assert (
-        value(text, "codeactions_request_duration_seconds_count", url="/projects/{project_uuid}")
+        value(text, "codeactions_request_duration_seconds_count", url="/projects/:project_uuid")
         == 1
     )
 
@@ -237,3 +237,86 @@ async def test_project_labels_are_filled_when_asked(make_settings: Callable[...,
     for project in (PROJECT, OTHER_PROJECT):
         assert f'ca_run_count{{code_id="",project_uuid="{project}"}} 1.0' in text
         assert value(text, "ca_run_elapsed_count", project_uuid=project) == 1
+
+
+def exposed_types(text: str) -> dict[str, str]:
+    """Metric name to type, from the `# TYPE` lines."""
+    lines = (line.split() for line in text.splitlines() if line.startswith("# TYPE "))
+    return {parts[2]: parts[3] for parts in lines}
+
+
+def sample_names(text: str) -> set[str]:
+    return {
+        line.split("{")[0].split(" ")[0]
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+async def test_metrics_read_as_the_original_client_golang_wrote_them(
+    make_settings: Callable[..., Settings],
+) -> None:
+    text = await scrape_after_runs_of_two_projects(make_settings())
+    types = exposed_types(text)
+    names = sample_names(text)
+
+    # Counters under the original's exact names, typed counter (no `_total` added to ca_*).
+    for counter in (
+        "ca_run_count",
+        "ca_code_created_count",
+        "ca_code_updated_count",
+        "codeactions_requests_total",
+        "workerpool_tasks_submitted_total",
+        "workerpool_tasks_completed_total",
+        "workerpool_tasks_failed_total",
+        "workerpool_tasks_rejected_total",
+        "workerpool_tasks_timeout_total",
+    ):
+        assert types.get(counter) == "counter", (counter, types.get(counter))
+    assert "ca_run_count" in names and "ca_run_count_total" not in names
+    assert "ca_code_created_count" in names
+    for histogram in (
+        "ca_run_elapsed",
+        "codeactions_request_duration_seconds",
+        "codeactions_request_size_bytes",
+        "codeactions_response_size_bytes",
+        "workerpool_queue_wait_seconds",
+        "workerpool_task_duration_seconds",
+    ):
+        assert types.get(histogram) == "histogram", histogram
+        assert {f"{histogram}_bucket", f"{histogram}_sum", f"{histogram}_count"} <= names
+    for gauge in ("workerpool_workers_total", "workerpool_queue_size"):
+        assert types.get(gauge) == "gauge"
+    # Every sample belongs to the family its TYPE line names, as client_golang writes them.
+    for name in names:
+        assert any(name == family or name.startswith(f"{family}_") for family in types), name
+    assert not [name for name in names if name.endswith("_created")]  # not in client_golang
+
+    # The route label in echo's form, the original's.
+    assert value(text, "codeactions_requests_total", url="/action/endpoint/:code_id") == 2
+    assert value(text, "codeactions_requests_total", url="/code", method="POST") == 2
+    assert not [line for line in text.splitlines() if "{code_id}" in line]
+    # Go's default buckets for durations, written as Go writes them.
+    assert 'ca_run_elapsed_bucket{code_id="",le="10",project_uuid=""} 2.0' in text
+    assert 'le="0.075"' not in text
+
+    # The process collector the original's default registry had.
+    for process in (
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_start_time_seconds",
+        "process_open_fds",
+        "process_max_fds",
+    ):
+        assert process in names, process
+    assert types["process_cpu_seconds_total"] == "counter"
+
+
+async def test_metrics_are_served_with_client_golangs_content_type(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/metrics")
+    assert response.headers["content-type"] == (
+        "text/plain; version=0.0.4; charset=utf-8; escaping=underscores"
+    )

@@ -9,14 +9,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from codeactions.config import LogSettings
 from codeactions.runner.base import RunOutcome, RunRequest
 from codeactions.runner.sandbox import SandboxRunner
+from tests.conftest import needs_node
 from tests.runner.conftest import UID_BASE, runner_settings, sandbox_pids
 
-pytestmark = pytest.mark.skipif(not Path("/usr/bin/node").exists(), reason="node is not installed")
+pytestmark = needs_node
 
 # One source for most tests: `mode` picks what a run does, every run reports its process id.
 SOURCE = """

@@ -9,11 +9,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from codeactions.config import LogSettings
 from codeactions.runner.base import RunOutcome, RunRequest
 from codeactions.runner.sandbox import SandboxRunner
+from tests.conftest import needs_node
 from tests.runner.conftest import UID_BASE, runner_settings, sandbox_pids
 
 # One source for most tests: `mode` picks what a run does, every run reports its process id.
@@ -320,7 +319,7 @@ def Run(engine):
     assert second_outcome.logs == []
 
 
-@pytest.mark.skipif(not Path("/usr/bin/node").exists(), reason="node is not installed")
+@needs_node
 async def test_with_reuse_off_javascript_runs_get_a_fresh_process_too(tmp_path: Path) -> None:
     sandbox = SandboxRunner(
         runner_settings(tmp_path, uid_base=UID_BASE + 90, slots=1, node_spares=1, reuse=False),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from codeactions.config import LogSettings
 from codeactions.runner.base import CompileError
 from codeactions.runner.sandbox import SandboxRunner
+from tests.conftest import needs_go, needs_node
 from tests.runner.conftest import (
     SLOTS,
     UID_BASE,
@@ -41,10 +41,6 @@ function Run(engine) {
 """
 
 
-def has_go() -> bool:
-    return shutil.which("go") is not None or Path("/usr/bin/go").exists()
-
-
 def test_status_describes_the_isolation_honestly(runner: SandboxRunner) -> None:
     status = runner.status()
     assert status["ok"] is True
@@ -53,6 +49,15 @@ def test_status_describes_the_isolation_honestly(runner: SandboxRunner) -> None:
     if os.geteuid() == 0:
         assert "uid per slot" in status["isolation"]
         assert "iptables" in status["network"] or "namespace" in status["network"]
+
+
+@needs_node
+@needs_go
+def test_status_says_every_language_can_run(runner: SandboxRunner) -> None:
+    status = runner.status()
+    assert (status["ok"], status["error"]) == (True, "")
+    ready = {"ready": True, "error": "", "failures": 0, "retry_in": 0.0}
+    assert status["languages"] == {"python": ready, "javascript": ready, "go": ready}
 
 
 async def test_runs_beyond_the_slot_count_wait_for_a_free_slot(run_code: RunCode) -> None:
@@ -65,7 +70,7 @@ async def test_runs_beyond_the_slot_count_wait_for_a_free_slot(run_code: RunCode
     assert time.monotonic() - started >= 0.6  # two waves of SLOTS runs
 
 
-@pytest.mark.skipif(not Path("/usr/bin/node").exists(), reason="node is not installed")
+@needs_node
 async def test_javascript_runs_in_a_booted_node_spare(run_code: RunCode) -> None:
     for _ in range(3):  # more runs than node spares: the rest start node in a general slot
         outcome = await run_code(JS_SOURCE, language="javascript", params={"x": "7"})
@@ -75,7 +80,7 @@ async def test_javascript_runs_in_a_booted_node_spare(run_code: RunCode) -> None
         assert [line.content for line in outcome.logs] == ["from js"]
 
 
-@pytest.mark.skipif(not Path("/usr/bin/node").exists(), reason="node is not installed")
+@needs_node
 async def test_javascript_cannot_reach_local_services(run_code: RunCode) -> None:
     source = """
 const net = require("net");
@@ -93,7 +98,7 @@ async function Run(engine) {
     assert outcome.result in {"ECONNREFUSED", "ENETUNREACH"}
 
 
-@pytest.mark.skipif(not has_go(), reason="go is not installed")
+@needs_go
 async def test_go_compiles_on_check_and_runs_sandboxed(
     runner: SandboxRunner, run_code: RunCode
 ) -> None:
@@ -104,7 +109,7 @@ async def test_go_compiles_on_check_and_runs_sandboxed(
     assert [line.content for line in outcome.logs] == ["from go"]
 
 
-@pytest.mark.skipif(not has_go(), reason="go is not installed")
+@needs_go
 async def test_go_compile_errors_come_back_from_check(runner: SandboxRunner) -> None:
     with pytest.raises(CompileError) as error:
         await runner.check("go", "package main\n\nfunc Run(engine *Engine) { undefined_thing() }\n")

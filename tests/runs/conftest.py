@@ -19,7 +19,8 @@ from codeactions.config import Settings
 from codeactions.db.models import Code, CodeRun, UserPermission, utcnow
 from codeactions.errors import Unauthorized
 from codeactions.main import create_app
-from codeactions.runner.base import Language, RunOutcome, RunRequest
+from codeactions.runner.base import Language, RunnerStatus, RunOutcome, RunRequest
+from codeactions.runs.service import DisabledRunner
 
 Behaviour = Callable[[RunRequest], Awaitable[RunOutcome]]
 
@@ -48,8 +49,8 @@ class FakeRunner:
     async def check(self, language: Language, source: str) -> None:
         return None
 
-    def status(self) -> dict[str, Any]:
-        return {"ok": True, "isolation": "fake"}
+    def status(self) -> RunnerStatus:
+        return {**DisabledRunner().status(), "isolation": "fake"}
 
 
 class FakeVerifier:

@@ -11,13 +11,9 @@ import pytest
 
 from codeactions.config import AuthSettings, DatabaseSettings, RunnerSettings, Settings
 from codeactions.main import create_app
-from tests.conftest import ADMIN, ADMIN_TOKEN
+from tests.conftest import ADMIN, ADMIN_TOKEN, needs_runtime
 
-pytestmark = pytest.mark.sandbox
-
-RUNTIME_PYTHON = RunnerSettings().python
-if not os.path.exists(RUNTIME_PYTHON):  # `make test` installs it; a bare checkout has none
-    pytest.skip(f"no runtime interpreter at {RUNTIME_PYTHON}", allow_module_level=True)
+pytestmark = [pytest.mark.sandbox, needs_runtime]
 
 PROJECT = "attack-project"
 NEXT = "def Run(engine):\n    engine.result.set('still works')\n"

@@ -13,13 +13,9 @@ import pytest
 
 from codeactions.config import AuthSettings, DatabaseSettings, RunnerSettings, Settings
 from codeactions.main import create_app
-from tests.conftest import ADMIN, ADMIN_TOKEN
+from tests.conftest import ADMIN, ADMIN_TOKEN, needs_runtime
 
-pytestmark = pytest.mark.sandbox
-
-RUNTIME_PYTHON = RunnerSettings().python
-if not os.path.exists(RUNTIME_PYTHON):  # `make test` installs it; a bare checkout has none
-    pytest.skip(f"no runtime interpreter at {RUNTIME_PYTHON}", allow_module_level=True)
+pytestmark = [pytest.mark.sandbox, needs_runtime]
 
 SLOW = "import time\ndef Run(engine):\n    time.sleep(3)\n    engine.result.set('slow')\n"
 QUICK = "def Run(engine):\n    engine.result.set('quick')\n"

@@ -24,16 +24,10 @@ from fastapi import FastAPI
 
 from codeactions.config import AuthSettings, DatabaseSettings, RunnerSettings, Settings
 from codeactions.main import create_app
-from tests.conftest import ADMIN, ADMIN_TOKEN, REQUIRE_SERVICES
+from tests.conftest import ADMIN, ADMIN_TOKEN, needs_runtime
 from tests.runner.conftest import sandbox_pids
 
-pytestmark = pytest.mark.sandbox
-
-RUNTIME_PYTHON = RunnerSettings().python
-if not os.path.exists(RUNTIME_PYTHON):  # `make test` installs it; a bare checkout has none
-    if REQUIRE_SERVICES:
-        raise RuntimeError(f"no runtime interpreter at {RUNTIME_PYTHON}")
-    pytest.skip(f"no runtime interpreter at {RUNTIME_PYTHON}", allow_module_level=True)
+pytestmark = [pytest.mark.sandbox, needs_runtime]
 
 UID_BASE = 62000
 SLOTS = 3

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
-import pytest
+import httpx
 
 from codeactions.config import RunnerSettings
 from codeactions.db.models import Code
 from codeactions.logs.store import LogQuery
-from tests.conftest import ADMIN
-from tests.runs.conftest import PROJECT, StartApi
+from tests.conftest import ADMIN, needs_go, needs_node, needs_runtime
+from tests.runs.conftest import PROJECT, Api, StartApi
 
 SOURCE = """
 def Run(engine):
@@ -23,12 +22,7 @@ def Run(engine):
 """
 
 
-RUNTIME_PYTHON = RunnerSettings().python
-
-
-@pytest.mark.skipif(
-    not os.path.exists(RUNTIME_PYTHON), reason=f"no runtime interpreter at {RUNTIME_PYTHON}"
-)
+@needs_runtime
 async def test_python_code_runs_in_the_sandbox(start_api: StartApi, tmp_path: Path) -> None:
     api = await start_api(
         real_runner=True,
@@ -56,3 +50,66 @@ async def test_python_code_runs_in_the_sandbox(start_api: StartApi, tmp_path: Pa
     assert runs[0]["headers"]["X-Api-Key"] == ["[REDACTED]"]
     entries, _ = await api.app.state.log_store.list(LogQuery(run_id=runs[0]["id"]))
     assert any("hello from the code" in e.content for e in entries)
+
+
+async def save_code(api: Api, source: str, language: str) -> httpx.Response:
+    return await api.client.post(
+        "/code",
+        params={
+            "project_uuid": PROJECT,
+            "name": "program",
+            "language": language,
+            "type": "endpoint",
+        },
+        content=source,
+        headers=ADMIN,
+    )
+
+
+@needs_runtime
+@needs_go
+async def test_go_main_programs_compile_on_save_and_answer_with_their_stdout(
+    start_api: StartApi, tmp_path: Path
+) -> None:
+    api = await start_api(
+        real_runner=True,
+        runner=RunnerSettings(enabled=True, slots=2, work_dir=str(tmp_path / "r")),
+    )
+    broken = await save_code(api, "package main\n\nfunc main() {\n\tundefinedThing()\n}\n", "go")
+    assert broken.status_code == 400
+    assert broken.json()["message"].startswith("action.go:4:2: undefined: undefinedThing")
+
+    hello = 'package main\n\nimport "fmt"\n\nfunc main() {\n\tfmt.Println("hello from main")\n}\n'
+    saved = await save_code(api, hello, "go")
+    assert saved.status_code == 201, saved.text
+    response = await api.client.get(f"/action/endpoint/{saved.json()['id']}")
+    assert (response.status_code, response.text) == (200, "hello from main\n")
+    assert response.headers["content-type"].startswith("text/plain")
+
+    failing = 'package main\n\nimport "os"\n\nfunc main() {\n\tos.Stderr.WriteString("no\\n")\n\tos.Exit(3)\n}\n'
+    saved = await save_code(api, failing, "go")
+    assert saved.status_code == 201, saved.text
+    response = await api.client.get(f"/action/endpoint/{saved.json()['id']}")
+    assert response.status_code == 500
+    await api.settle()
+    runs = (await api.client.get(f"/coderun?code_id={saved.json()['id']}", headers=ADMIN)).json()
+    assert runs[0]["status"] == "failed"
+
+
+@needs_runtime
+@needs_node
+async def test_javascript_scripts_answer_with_their_stdout(
+    start_api: StartApi, tmp_path: Path
+) -> None:
+    api = await start_api(
+        real_runner=True,
+        runner=RunnerSettings(enabled=True, slots=2, work_dir=str(tmp_path / "r")),
+    )
+    script = 'setTimeout(() => console.log("later"), 20);\nconsole.log("now");\n'
+    saved = await save_code(api, script, "javascript")
+    assert saved.status_code == 201, saved.text
+    response = await api.client.get(f"/action/endpoint/{saved.json()['id']}")
+    assert (response.status_code, response.text) == (200, "now\nlater\n")
+    saved = await save_code(api, "process.exit(2);\n", "javascript")
+    response = await api.client.get(f"/action/endpoint/{saved.json()['id']}")
+    assert response.status_code == 500

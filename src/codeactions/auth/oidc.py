@@ -1,4 +1,5 @@
-"""OIDC bearer tokens: JWTs verified locally against the provider's JWKS, opaque ones via userinfo."""
+"""OIDC bearer tokens: JWTs verified locally against the provider's JWKS, opaque ones via userinfo;
+who a JWT's caller is comes from its claims or the provider's userinfo answer."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import hashlib
 import logging
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import httpx
@@ -29,8 +32,10 @@ ALLOWED_ALGORITHMS = RSA_ALGORITHMS | EC_ALGORITHMS
 MIN_REFETCH_SECONDS = 5.0
 # Tolerated clock difference with the provider for exp/nbf/iat.
 LEEWAY_SECONDS = 30
-# Userinfo answers kept at most; beyond it expired entries go first, then the oldest.
-USERINFO_CACHE_MAX = 10_000
+# Userinfo answers kept at most; beyond it the least recently used go.
+USERINFO_CACHE_MAX = 4096
+# The claims that say who a caller is; the rest of a userinfo answer is not kept.
+IDENTITY_CLAIMS = ("email", "can_communicate_internally")
 
 _JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 # What may travel in an HTTP header to the provider; anything else cannot be a valid token.
@@ -44,12 +49,33 @@ class ProviderError(Exception):
     """The identity provider could not be reached or answered nonsense."""
 
 
+def is_internal(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+def has_claim(claims: Mapping[str, Any], name: str) -> bool:
+    """Whether the claim is there with a value (an empty or blank string counts as missing)."""
+    value = claims.get(name)
+    return bool(value.strip()) if isinstance(value, str) else value is not None
+
+
+def needs_userinfo(claims: Mapping[str, Any]) -> bool:
+    """Whether a token's own claims cannot say who the caller is (the `auto` source).
+
+    A token already saying `can_communicate_internally: true` is a service account whatever its
+    email (a service account's email is never looked at), so it is served without the provider,
+    as it was before userinfo was consulted.
+    """
+    if is_internal(claims.get("can_communicate_internally")):
+        return False
+    return not all(has_claim(claims, name) for name in IDENTITY_CLAIMS)
+
+
 def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
     """Service accounts (`can_communicate_internally`) see every project; users are their email."""
-    internal = claims.get("can_communicate_internally")
     email = claims.get("email")
     email = normalize_email(email) if isinstance(email, str) else ""
-    if internal is True or (isinstance(internal, str) and internal.strip().lower() == "true"):
+    if is_internal(claims.get("can_communicate_internally")):
         return Principal(kind="internal", email=email)
     if not email:
         raise Unauthorized("token has no email claim")
@@ -75,18 +101,43 @@ class OidcVerifier:
         self._keys_attempted_at = float("-inf")
         self._provider_failing = False
         self._keys_lock = asyncio.Lock()
-        self._userinfo_cache: dict[str, tuple[float, Principal]] = {}
+        self._discovered_userinfo_url: str | None = None
+        self._discovery_lock = asyncio.Lock()
+        # sha256(token) -> (deadline on `clock`, identity claims); least recently used first.
+        self._userinfo_cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        # sha256(token) -> the userinfo call under way for it, which concurrent requests share.
+        self._userinfo_flights: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
     async def close(self) -> None:
+        for flight in list(self._userinfo_flights.values()):
+            flight.cancel()
         if self._owns_http:
             await self._http.aclose()
 
     async def principal(self, token: str) -> Principal:
         if not _TOKEN_CHARS.fullmatch(token):
             raise Unauthorized(NOT_AUTHORIZED)
-        if _JWT_SHAPE.fullmatch(token):
-            return principal_from_claims(await self._verified_claims(token))
-        return await self._userinfo_principal(token)
+        if not _JWT_SHAPE.fullmatch(token):
+            ttl = self._settings.oidc_userinfo_cache_seconds
+            return principal_from_claims(await self._userinfo(token, until=self._clock() + ttl))
+        claims = await self._verified_claims(token)
+        source = self._settings.oidc_claims_source
+        if source == "token" or (source == "auto" and not needs_userinfo(claims)):
+            return principal_from_claims(claims)
+        answer = await self._userinfo(token, until=self._expiry(claims))
+        subject = claims.get("sub")
+        if isinstance(subject, str) and answer.get("sub", subject) != subject:
+            log.warning("userinfo answered for another subject than the token's")
+            raise Unauthorized(NOT_AUTHORIZED)
+        if source == "userinfo":
+            return principal_from_claims(answer)
+        # `auto`: what the token says stands; userinfo fills in what it lacks.
+        present = {name: claims[name] for name in IDENTITY_CLAIMS if has_claim(claims, name)}
+        return principal_from_claims({**answer, **present})
+
+    def _expiry(self, claims: Mapping[str, Any]) -> float:
+        """The token's `exp` (wall-clock time) on this verifier's clock."""
+        return self._clock() + float(claims["exp"]) - time.time()
 
     # --- JWTs -----------------------------------------------------------------------------
 
@@ -200,31 +251,63 @@ class OidcVerifier:
             raise ProviderError(f"{url} answered JSON that is not an object")
         return document
 
-    # --- opaque tokens --------------------------------------------------------------------
+    # --- userinfo -----------------------------------------------------------------------
 
-    async def _userinfo_principal(self, token: str) -> Principal:
-        # Keyed by a hash so the cache never holds usable tokens.
+    async def _userinfo(self, token: str, *, until: float) -> dict[str, Any]:
+        """The provider's userinfo answer for the token, cached until `until`; one call at a time."""
+        # Keyed by a hash so neither the cache nor the calls under way hold usable tokens.
         digest = hashlib.sha256(token.encode()).hexdigest()
-        now = self._clock()
-        cached = self._userinfo_cache.get(digest)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        cached = self._cached_userinfo(digest)
+        if cached is not None:
+            return cached
+        flight = self._userinfo_flights.get(digest)
+        if flight is None:
+            flight = asyncio.ensure_future(self._fetch_userinfo(token, digest, until))
+            self._userinfo_flights[digest] = flight
+            flight.add_done_callback(partial(self._landed, digest))
+        # Shielded: a caller that goes away does not cancel the call the others wait for.
+        return await asyncio.shield(flight)
+
+    def _landed(self, digest: str, flight: asyncio.Future[dict[str, Any]]) -> None:
+        self._userinfo_flights.pop(digest, None)
+        if not flight.cancelled():
+            flight.exception()  # marks it read: callers that all left must not leave it unread
+
+    def _cached_userinfo(self, digest: str) -> dict[str, Any] | None:
+        entry = self._userinfo_cache.get(digest)
+        if entry is None:
+            return None
+        if entry[0] <= self._clock():
+            del self._userinfo_cache[digest]
+            return None
+        self._userinfo_cache.move_to_end(digest)
+        return entry[1]
+
+    async def _fetch_userinfo(self, token: str, digest: str, until: float) -> dict[str, Any]:
         try:
-            claims = await self._get_json(self._settings.userinfo_url, token=token)
+            url = await self._userinfo_url()
+            answer = await self._get_json(url, token=token)
         except ProviderError as exc:
             log.warning("OIDC userinfo failed: %s", exc)
             raise Unavailable(PROVIDER_DOWN) from exc
-        principal = principal_from_claims(claims)
-        ttl = self._settings.oidc_userinfo_cache_seconds
-        if ttl > 0:
-            self._remember(digest, now + ttl, principal, now)
-        return principal
+        identity = {name: answer[name] for name in ("sub", *IDENTITY_CLAIMS) if name in answer}
+        if until > self._clock():
+            cache = self._userinfo_cache
+            cache[digest] = (until, identity)
+            cache.move_to_end(digest)
+            while len(cache) > USERINFO_CACHE_MAX:
+                cache.popitem(last=False)
+        return identity
 
-    def _remember(self, digest: str, expires: float, principal: Principal, now: float) -> None:
-        cache = self._userinfo_cache
-        if len(cache) >= USERINFO_CACHE_MAX:
-            for key in [k for k, (until, _) in cache.items() if until <= now]:
-                del cache[key]
-            while len(cache) >= USERINFO_CACHE_MAX:
-                del cache[next(iter(cache))]
-        cache[digest] = (expires, principal)
+    async def _userinfo_url(self) -> str:
+        """The configured URL, else the one the provider's discovery document advertises."""
+        if self._settings.oidc_userinfo_url:
+            return self._settings.oidc_userinfo_url
+        async with self._discovery_lock:
+            if self._discovered_userinfo_url is None:
+                document = await self._get_json(self._settings.discovery_url)
+                url = document.get("userinfo_endpoint")
+                if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+                    raise ProviderError("the discovery document has no userinfo_endpoint")
+                self._discovered_userinfo_url = url
+            return self._discovered_userinfo_url

@@ -10,7 +10,11 @@ from codeactions.projects.repository import get_permission
 
 
 async def project_role(session: AsyncSession, principal: Principal, project_uuid: str) -> int:
-    """The principal's role in the project; 0 when not a member."""
+    """The principal's role in the project; 0 when not a member.
+
+    Roles from RabbitMQ events are stored as given, as the original did, and read as it did:
+    3 and above act as Moderator, 0 and below grant nothing (as not being a member).
+    """
     if principal.sees_all_projects:
         return int(Role.MODERATOR)
     if not principal.email or not project_uuid:
@@ -34,7 +38,7 @@ async def authorize(
     low a role gets 403.
     """
     role = await project_role(session, principal, project_uuid)
-    if role == 0:
+    if role < Role.VIEWER:
         raise not_member or Forbidden()
     if role < needed:
         raise Forbidden()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 import uuid
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from codeactions.db.listing import AllRows, all_rows, page_of
 from codeactions.db.models import Code
 from codeactions.db.text import is_storable
 
@@ -62,6 +63,13 @@ async def add_code(
     return code
 
 
+def _code_conditions(project_uuid: str, code_type: str | None) -> list[ColumnElement[bool]]:
+    conditions = [Code.project_uuid == project_uuid]
+    if code_type is not None:
+        conditions.append(Code.type == code_type)
+    return conditions
+
+
 async def list_codes(
     session: AsyncSession,
     *,
@@ -73,18 +81,22 @@ async def list_codes(
     """One page of a project's codes, newest first, and how many there are in all."""
     if not is_storable(project_uuid):  # no row holds it; PostgreSQL would fail the query
         return [], 0
-    conditions = [Code.project_uuid == project_uuid]
-    if code_type is not None:
-        conditions.append(Code.type == code_type)
-    total = await session.scalar(select(func.count()).select_from(Code).where(*conditions))
-    rows = await session.scalars(
-        select(Code)
-        .where(*conditions)
-        .order_by(Code.created_at.desc(), Code.id.desc())
-        .offset(offset)
-        .limit(limit)
-    )
-    return list(rows), int(total or 0)
+    conditions = _code_conditions(project_uuid, code_type)
+    return await page_of(session, Code, conditions, offset=offset, limit=limit)
+
+
+async def all_codes(
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    project_uuid: str,
+    code_type: str | None,
+) -> AllRows[Code]:
+    """Every code of a project, newest first (as `list_codes`), read in chunks."""
+    if not is_storable(project_uuid):
+        return AllRows(0, [], None)
+    conditions = _code_conditions(project_uuid, code_type)
+    return await all_rows(session, sessionmaker, Code, conditions)
 
 
 async def delete_code(session: AsyncSession, code: Code) -> None:

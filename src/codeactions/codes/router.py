@@ -15,13 +15,14 @@ from codeactions.config import Settings
 from codeactions.db.models import Code
 from codeactions.db.session import SessionDep, after_commit
 from codeactions.errors import BadRequest, PayloadTooLarge
-from codeactions.http import read_body
+from codeactions.http import json_array, read_body
 from codeactions.ops.docs import error_responses, query
 from codeactions.projects.schemas import NO_CONTROL_CHARACTERS
 
 router = APIRouter(tags=["codes"])
 
-# The original returned every code: a client sending no page parameters still gets them all.
+# The original returned every code, as a request without `page` and `page_size` still does; a
+# request with only `page` gets pages of this size.
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 1000
 
@@ -87,7 +88,10 @@ Page = Annotated[
 ]
 PageSize = Annotated[
     str | None,
-    query("Codes per page, 1 to 1000 (1000)", pattern=service.page_number_pattern(MAX_PAGE_SIZE)),
+    query(
+        "Codes per page, 1 to 1000 (1000 when only `page` is given)",
+        pattern=service.page_number_pattern(MAX_PAGE_SIZE),
+    ),
 ]
 _NOT_FOUND = (404, "No code with this id in the caller's projects")
 _SAVE_ERRORS = (
@@ -206,8 +210,9 @@ async def get_code(session: SessionDep, principal: CurrentPrincipal, id: str) ->
     "/code",
     summary="List a project's codes, newest first",
     response_model=list[CodeOut],
-    description="Always a JSON array. Optional `page` and `page_size` (1-1000, default 1000); "
-    "`X-Total-Count` gives the total and `Link` the next page.",
+    description="Always a JSON array. Without `page` and `page_size`, every code (as the "
+    "original), written as it is read; with either, one page and a `Link` to the next. "
+    "`X-Total-Count` gives how many match.",
     responses=error_responses(
         400,
         401,
@@ -226,7 +231,18 @@ async def list_codes(
     ] = None,
     page: Page = None,
     page_size: PageSize = None,
-) -> JSONResponse:
+) -> Response:
+    if not page and not page_size:
+        every = await service.all_codes(
+            session,
+            request.app.state.sessionmaker,
+            principal,
+            project_uuid=project_uuid,
+            code_type=code_type,
+        )
+        return json_array(
+            every.first, every.rest, code_json, headers={"X-Total-Count": str(every.total)}
+        )
     number = service.parse_page_number(page, name="page", default=1, maximum=service.MAX_PAGE)
     size = service.parse_page_number(
         page_size, name="page_size", default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE

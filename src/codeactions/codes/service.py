@@ -6,13 +6,14 @@ import functools
 import re
 from collections.abc import Awaitable, Callable
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from codeactions.auth.permissions import authorize
 from codeactions.auth.principals import Principal, Role
 from codeactions.codes import repository
 from codeactions.codes.schemas import CODE_TYPES, LANGUAGES
 from codeactions.config import CodeSettings
+from codeactions.db.listing import AllRows
 from codeactions.db.models import Code, utcnow
 from codeactions.db.text import has_control_characters, storable_text
 from codeactions.errors import BadRequest, CodeNotFound, NotFound
@@ -226,18 +227,43 @@ async def list_codes(
     page: int,
     page_size: int,
 ) -> tuple[list[Code], int]:
+    """A page of a project's codes, newest first, and how many there are (as `all_codes`)."""
+    project, only_type = await _visible_codes(session, principal, project_uuid, code_type)
+    return await repository.list_codes(
+        session,
+        project_uuid=project,
+        code_type=only_type,
+        offset=(page - 1) * page_size,
+        limit=page_size,
+    )
+
+
+async def all_codes(
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    principal: Principal,
+    *,
+    project_uuid: str | None,
+    code_type: str | None,
+) -> AllRows[Code]:
+    """Every code of a project, newest first, as the original listed them (no page): checked
+    and authorized now, the codes after the first chunk read as the caller iterates."""
+    project, only_type = await _visible_codes(session, principal, project_uuid, code_type)
+    return await repository.all_codes(
+        session, sessionmaker, project_uuid=project, code_type=only_type
+    )
+
+
+async def _visible_codes(
+    session: AsyncSession, principal: Principal, project_uuid: str | None, code_type: str | None
+) -> tuple[str, str | None]:
+    """The project and type filter of a list, once the principal may read the project."""
     project = valid_project_uuid(project_uuid)
     await authorize(session, principal, project, Role.VIEWER)
     if code_type and code_type not in CODE_TYPES:
         # The original answered 404 here (its repository validated the filter).
         raise NotFound(f"code type of ({code_type}) is not valid")
-    return await repository.list_codes(
-        session,
-        project_uuid=project,
-        code_type=code_type or None,
-        offset=(page - 1) * page_size,
-        limit=page_size,
-    )
+    return project, code_type or None
 
 
 async def delete_code(session: AsyncSession, principal: Principal, *, code_id: str) -> Code:

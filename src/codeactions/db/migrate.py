@@ -9,7 +9,7 @@ from alembic.config import Config
 from sqlalchemy import Connection
 
 from codeactions.config import DatabaseSettings
-from codeactions.db.session import create_engine
+from codeactions.db.session import check_connection, create_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -24,6 +24,7 @@ def _upgrade(connection: Connection, revision: str) -> None:
 async def upgrade(settings: DatabaseSettings, revision: str = "head") -> None:
     engine = create_engine(settings)
     try:
+        await check_connection(engine, settings)
         async with engine.begin() as conn:
             await conn.run_sync(_upgrade, revision)
     finally:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     Uuid,
     func,
 )
@@ -199,3 +200,27 @@ class Project(Timestamped, Base):
     uuid: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
     name: Mapped[str] = mapped_column(StorableString(255), nullable=False)
     authorizations: Mapped[list[Any] | None] = mapped_column(JsonType, default=list)
+
+
+class Secret(Base):
+    """A project's secret (the original's `secrets` table, migration 000006). `value` holds the
+    ciphertext (`enc:v1:...`, see `codeactions.secrets.crypto`); rows the original wrote hold
+    the plaintext until `codeactions secrets encrypt` rewrites them."""
+
+    __tablename__ = "secrets"
+    __table_args__ = (
+        UniqueConstraint("project_uuid", "name", name="uq_secrets_project_name"),
+        Index("idx_secrets_project_uuid", "project_uuid"),
+        Index("idx_secrets_created_at", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+    project_uuid: Mapped[str] = mapped_column(String(255), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, nullable=False, default=utcnow, server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow, server_default=func.now()
+    )

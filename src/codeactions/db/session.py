@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from codeactions.config import DatabaseSettings
+from codeactions.db.errors import causes
 
 AFTER_COMMIT = "codeactions.after_commit"
 
@@ -37,12 +39,39 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
             connect_args={
                 "timeout": settings.connect_timeout,
                 "command_timeout": settings.command_timeout,
+                **settings.ssl_connect_args,
             },
         )
     engine = create_async_engine(settings.async_url, **kwargs)
     if settings.is_sqlite:
         event.listen(engine.sync_engine, "connect", sqlite_pragmas)
     return engine
+
+
+class DatabaseUnreachable(Exception):
+    """No connection to the database could be opened; the message says where (without the
+    password) and why, in one line."""
+
+
+async def check_connection(engine: AsyncEngine, settings: DatabaseSettings) -> None:
+    """Open one connection, or raise DatabaseUnreachable saying why (for the start-up checks:
+    a wrong `sslmode` or certificate is a line, not a traceback)."""
+    try:
+        async with engine.connect():
+            return
+    except Exception as exc:
+        root = causes(exc)[-1]
+        where = make_url(settings.url).render_as_string(hide_password=True)
+        hint = ""
+        if "rejected SSL upgrade" in str(root):
+            hint = (
+                " (the server does not accept TLS: turn `ssl` on in PostgreSQL, or lower sslmode)"
+            )
+        elif isinstance(root, ssl.SSLCertVerificationError):
+            hint = " (sslrootcert must name the CA that signed the server's certificate; "
+            hint += "verify-full also checks the host name against it)"
+        message = f"cannot connect to the database {where}: {type(root).__name__}: {root}{hint}"
+        raise DatabaseUnreachable(message) from exc
 
 
 def _make_private(path: str | None) -> None:

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from codeactions.config import Settings
+from codeactions.runner.wire import RunnerStatus
 
 Check = Callable[[], Awaitable[str]]  # returns a short message; raises when unhealthy
 
@@ -136,12 +137,17 @@ async def _rabbitmq(app: FastAPI) -> str:
 
 
 async def _runner(app: FastAPI) -> str:
-    status: dict[str, Any] = app.state.runner.status()
-    if not status.get("ok"):
-        raise RuntimeError(str(status.get("message") or "runner not ready"))
-    return f"ok (isolation: {status.get('isolation', 'unknown')})"
+    """Unhealthy when the supervisor is down or any language cannot run: the message names each
+    language that cannot, and why; the others keep serving."""
+    status: RunnerStatus = app.state.runner.status()
+    ready = [name for name, language in status["languages"].items() if language["ready"]]
+    if not status["ok"]:
+        detail = status["error"] or "runner not ready"
+        raise RuntimeError(detail + (f"; {', '.join(ready)} ready" if ready else ""))
+    return f"ok ({', '.join(ready) or 'no language'} ready; isolation: {status['isolation']})"
 
 
 def _describe(exc: BaseException) -> str:
-    text_ = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    # One line, bounded: long enough for the runner's, which names each language that cannot run.
+    text_ = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text_}" if text_ else type(exc).__name__

@@ -7,18 +7,32 @@ exposed empty unless asked for: `/metrics` is public, and would otherwise list e
 also unbounded). Filled, they are only ever taken from a stored code, never from raw request input.
 An empty label is the same as no label for PromQL, so the original's queries keep working.
 
-HTTP metrics are labelled with the route template (`/action/endpoint/{code_id}`), never the raw
-path; methods and hosts, which callers choose freely, are folded into a bounded set.
+HTTP metrics are labelled with the route in the original's (echo's) form,
+`/action/endpoint/:code_id`, never the raw path (an unmatched one is `unmatched`); methods and
+hosts, which callers choose freely, are folded into a bounded set.
+
+`/metrics` reads as client_golang writes it (see `exposition`): the same sample names and types,
+no `_created` series, `le` without a trailing `.0`. Python has no `go_*` metrics; the `process_*`
+ones are there.
 """
 
 from __future__ import annotations
 
+import copy
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
@@ -26,6 +40,19 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SIZE_BUCKETS = (1e3, 2e3, 5e3, 1e4, 1e5, 5e5, 1e6, 2.5e6, 5e6, 1e7)  # echoprometheus' 1 KB..10 MB
+GO_DEFAULT_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+)  # prometheus.DefBuckets
 QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 TASK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 RUN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -33,13 +60,20 @@ KILL_REASONS = frozenset({"timeout", "memory", "cpu", "output", "file_size", "ki
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 MAX_HOSTS = 20  # distinct `host` label values kept; later ones are counted as "other"
 UNMATCHED = "unmatched"
+# What client_golang's promhttp answers; the text is the same format.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8; escaping=underscores"
+
+
+class ExactNameFamily(Metric):
+    """A counter family whose samples carry its name as it is (no `_total` added)."""
 
 
 class ExactNameCounter(Collector):
     """A counter exposed under its exact name, like the original's `ca_run_count`.
 
-    prometheus_client appends `_total` to every counter; dashboards built on the Go service query
-    the bare name, so these are exposed untyped with the original's series names.
+    client_golang exposes a counter under the name it was given (`ca_run_count`, typed counter);
+    prometheus_client would append `_total`, and dashboards built on the Go service query the
+    bare name.
     """
 
     def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> None:
@@ -58,7 +92,7 @@ class ExactNameCounter(Collector):
             return self._values.get(labelvalues, 0.0)
 
     def collect(self) -> Iterable[Metric]:
-        metric = Metric(self.name, self.documentation, "unknown")
+        metric = ExactNameFamily(self.name, self.documentation, "counter")
         with self._lock:
             items = list(self._values.items())
         for labelvalues, value in items:
@@ -93,6 +127,7 @@ class Metrics:
             "codeactions_request_duration_seconds",
             "HTTP request latency in seconds.",
             http,
+            buckets=GO_DEFAULT_BUCKETS,
             registry=r,
         )
         self.request_size = Histogram(
@@ -118,7 +153,11 @@ class Metrics:
         for collector in (self.ca_run_count, self.ca_code_created, self.ca_code_updated):
             r.register(collector)
         self.ca_run_elapsed = Histogram(
-            "ca_run_elapsed", "Execution time of codes in seconds.", code, registry=r
+            "ca_run_elapsed",
+            "Execution time of codes in seconds.",
+            code,
+            buckets=GO_DEFAULT_BUCKETS,
+            registry=r,
         )
 
         # The original's worker-pool metrics (spec §2.6): the runner's slots and queue.
@@ -181,10 +220,14 @@ class Metrics:
         )
         self.events = Counter(
             "codeactions_events",
-            "RabbitMQ messages handled, by consumer and outcome (applied, dead, retried).",
+            "RabbitMQ messages handled, by consumer and outcome (applied, partial: applied "
+            "but for a part set aside, dead, dropped: no dead-letter queue, retried, requeued: "
+            "no delay queue).",
             ("consumer", "outcome"),
             registry=r,
         )
+        # The original's default registry had them (client_golang's process collector).
+        ProcessCollector(registry=r)
 
     def _code_labels(self, project_uuid: str, code_id: str) -> tuple[str, str]:
         return (
@@ -249,7 +292,7 @@ class Metrics:
         self.ca_code_updated.inc(*self._code_labels(project_uuid, code_id))
 
     def event_handled(self, *, consumer: str, outcome: str) -> None:
-        """A RabbitMQ message was applied, dead-lettered or scheduled for a retry."""
+        """A RabbitMQ message was settled (see `events` for the outcomes)."""
         self.events.labels(consumer, outcome).inc()
 
     def observe_request(
@@ -280,12 +323,61 @@ class Metrics:
             return host
         return "other"
 
+    def exposition(self) -> bytes:
+        """The registry in the text format, as client_golang writes it: counters named as the
+        original named them (`ca_run_count`, `codeactions_requests_total`), no `_created`
+        series, `le` and `quantile` labels without a trailing `.0` (`le="1"`)."""
+        text = []
+        for family in self.registry.collect():
+            go_family = _as_client_golang(family)
+            if isinstance(family, ExactNameFamily):
+                # Written untyped, under its own name, then typed counter as client_golang does.
+                go_family.type = "unknown"
+                exact = generate_latest(_Families([go_family])).decode()
+                exact = exact.replace(
+                    f"# TYPE {family.name} untyped\n", f"# TYPE {family.name} counter\n"
+                )
+                text.append(exact.encode())
+            else:
+                text.append(generate_latest(_Families([go_family])))
+        return b"".join(text)
+
+
+class _Families(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+def _as_client_golang(family: Metric) -> Metric:
+    """A copy of `family` without the samples client_golang does not have (`_created`) and with
+    its bucket bounds and quantiles written as Go writes them (`1`, not `1.0`)."""
+    go_family = copy.copy(family)
+    go_family.samples = [
+        sample._replace(labels={k: _go_bound(k, v) for k, v in sample.labels.items()})
+        for sample in family.samples
+        if sample.name != f"{family.name}_created"
+    ]
+    return go_family
+
+
+def _go_bound(label: str, value: str) -> str:
+    # prometheus_client already writes bounds as Go does (`1e+06`, `+Inf`) but for a whole
+    # number's `.0`.
+    return value.removesuffix(".0") if label in ("le", "quantile") else value
+
+
+_PATH_PARAMETER = re.compile(r"\{(\w+)(?::\w+)?\}")
+
 
 def route_template(scope: Scope) -> str:
-    """The matched route's path template, or UNMATCHED (never the raw path)."""
+    """The matched route's path in echo's form (`/action/endpoint/:code_id`, the original's label),
+    or UNMATCHED (never the raw path)."""
     route = scope.get("route")
     path = getattr(route, "path", None) if isinstance(route, BaseRoute) else None
-    return path if isinstance(path, str) else UNMATCHED
+    return _PATH_PARAMETER.sub(r":\1", path) if isinstance(path, str) else UNMATCHED
 
 
 class MetricsMiddleware:

@@ -9,10 +9,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from codeactions import __version__
 from codeactions.ops.health import Health
+from codeactions.ops.metrics import CONTENT_TYPE, Metrics
 
 router = APIRouter(tags=["health"])
 
@@ -53,6 +53,5 @@ async def health(request: Request) -> JSONResponse:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
-    return Response(
-        generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
-    )
+    recorded: Metrics = request.app.state.metrics
+    return Response(recorded.exposition(), headers={"Content-Type": CONTENT_TYPE})

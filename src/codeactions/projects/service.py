@@ -22,6 +22,9 @@ from codeactions.projects import repository
 
 MAX_LENGTH = 255  # the columns' VARCHAR(255)
 ROLE_ERROR = "role must be 1 (viewer), 2 (contributor) or 3 (moderator)"
+# What the `role` column (INTEGER) holds. RabbitMQ events store any of these as given, as the
+# original did: 3 and above act as Moderator, 0 and below grant nothing (see auth.permissions).
+STORED_ROLES = (-(2**31), 2**31 - 1)
 
 
 UNADDRESSABLE = "uuid must not contain `/` nor be only dots: it names the project in URLs"
@@ -48,13 +51,15 @@ def _email(email: object) -> str:
     return normalize_email(valid_identifier(email, "email"))
 
 
-def _role(role: object) -> int:
+def _role(role: object, *, as_given: bool) -> int:
     # bool is an int in Python; `true` is not a role.
-    if (
-        isinstance(role, bool)
-        or not isinstance(role, int)
-        or not Role.VIEWER <= role <= Role.MODERATOR
-    ):
+    if isinstance(role, bool) or not isinstance(role, int):
+        raise BadRequest(ROLE_ERROR)
+    if as_given:
+        if not STORED_ROLES[0] <= role <= STORED_ROLES[1]:
+            raise BadRequest("role must fit a 32-bit integer")
+        return role
+    if not Role.VIEWER <= role <= Role.MODERATOR:
         raise BadRequest(ROLE_ERROR)
     return role
 
@@ -88,26 +93,28 @@ async def list_permissions(session: AsyncSession, *, project_uuid: str) -> list[
 
 
 async def add_permission(
-    session: AsyncSession, *, project_uuid: str, email: str, role: int
+    session: AsyncSession, *, project_uuid: str, email: str, role: int, role_as_given: bool = False
 ) -> bool:
-    """Insert the member unless present; False (and nothing changed) when it already existed."""
+    """Insert the member unless present; False (and nothing changed) when it already existed.
+
+    `role` is 1 to 3, or with `role_as_given` (RabbitMQ events) any 32-bit integer."""
     return await repository.insert_permission_if_missing(
         session,
         project_uuid=valid_identifier(project_uuid, "project uuid"),
         email=_email(email),
-        role=_role(role),
+        role=_role(role, as_given=role_as_given),
     )
 
 
 async def grant_role(
-    session: AsyncSession, *, project_uuid: str, email: str, role: int
+    session: AsyncSession, *, project_uuid: str, email: str, role: int, role_as_given: bool = False
 ) -> UserPermission:
-    """Give the member this role, adding the member if needed."""
+    """Give the member this role, adding the member if needed (`role` as in `add_permission`)."""
     return await repository.upsert_permission(
         session,
         project_uuid=valid_identifier(project_uuid, "project uuid"),
         email=_email(email),
-        role=_role(role),
+        role=_role(role, as_given=role_as_given),
     )
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-Language = Literal["python", "javascript", "go"]
+from codeactions.runner.wire import Language as Language
+from codeactions.runner.wire import LanguageStatus as LanguageStatus
+from codeactions.runner.wire import RunnerStatus as RunnerStatus
 
 # Why a run failed, as stored in the run's `extra.reason` and counted in metrics.
 FailureReason = Literal[
@@ -31,6 +33,8 @@ class RunRequest:
     body: str = ""
     headers: dict[str, list[str]] = field(default_factory=dict)
     method: str = "POST"
+    # The code's project's secrets (name -> plaintext value), as they were at the run's start.
+    secrets: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -69,6 +73,6 @@ class Runner(Protocol):
         """Validate a source at save time (Go compiles here); raise CompileError."""
         ...
 
-    def status(self) -> dict[str, Any]:
-        """Health of the runner: {'ok': bool, 'isolation': str, ...}."""
+    def status(self) -> RunnerStatus:
+        """Health of the runner: up or not, and for each language whether it can run now."""
         ...

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import itertools
+import json
 import logging
 import os
 import socket
@@ -15,7 +17,14 @@ from typing import Any
 
 from codeactions.config import LogSettings, RunnerSettings
 from codeactions.runner import wire
-from codeactions.runner.base import CompileError, Language, RunLogLine, RunOutcome, RunRequest
+from codeactions.runner.base import (
+    CompileError,
+    Language,
+    RunLogLine,
+    RunnerStatus,
+    RunOutcome,
+    RunRequest,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +51,16 @@ class SandboxRunner:
         self.settings = settings
         self.max_log_chars = logs.max_content_chars
         self._ids = itertools.count(1)
+        # Keys the secrets' share of a warm key: the key names them without revealing them.
+        self._warm_salt = os.urandom(32)
         self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._process: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._stderr_task: asyncio.Task[None] | None = None
-        self._ready: asyncio.Future[dict[str, Any]] | None = None
-        self._status: dict[str, Any] = {}
+        self._ready: asyncio.Future[wire.SupervisorStatus] | None = None
+        self._status: wire.SupervisorStatus | None = None
+        self._status_at = 0.0  # when it came (its languages' retry_in count from then)
         self._closing = False
         self._restart_lock = asyncio.Lock()
         self._generation = 0
@@ -57,8 +69,6 @@ class SandboxRunner:
         self._restart_task: asyncio.Task[None] | None = None
         self.restarts = 0
         self.grace = GRACE
-        self._healthy = True
-        self._health_message = ""
         self.ping_timeout = PING_TIMEOUT
 
     # ------------------------------------------------------------------ lifecycle
@@ -93,7 +103,7 @@ class SandboxRunner:
         self._writer = writer
         self._generation += 1
         self._ready = loop.create_future()
-        self._healthy, self._health_message = True, ""
+        self._status = None  # until its "ready": each language that cannot run is logged once
         self._reader_task = asyncio.create_task(self._read(reader, self._generation))
         self._stderr_task = asyncio.create_task(self._relay_stderr(self._process))
         self._send(
@@ -108,15 +118,14 @@ class SandboxRunner:
         except (TimeoutError, SupervisorGone) as exc:
             await self._kill_process()
             raise RuntimeError(f"the runner supervisor did not start: {exc}") from exc
-        self._status = status
-        for warning in status.get("warnings", []):
+        for warning in status["warnings"]:
             logger.warning("runner: weaker isolation: %s", warning)
         logger.info(
             "runner ready: isolation=%s network=%s cgroups=%s slots=%s",
-            status.get("isolation"),
-            status.get("network"),
-            status.get("cgroups"),
-            status.get("slots"),
+            status["isolation"],
+            status["network"],
+            status["cgroups"],
+            status["slots"],
         )
 
     async def close(self) -> None:
@@ -162,17 +171,15 @@ class SandboxRunner:
                 op = frame.get("op")
                 if op == "ready":
                     self._live_generation = generation
+                    self._update_status(frame["status"])
                     if self._ready is not None and not self._ready.done():
                         self._ready.set_result(frame["status"])
                 elif op in ("done", "compiled", "pong"):
                     waiter = self._waiters.pop(frame["id"], None)
                     if waiter is not None and not waiter.done():
                         waiter.set_result(frame)
-                elif op == "health":
-                    self._healthy = bool(frame.get("ok"))
-                    self._health_message = str(frame.get("message", ""))
-                    if not self._healthy:
-                        logger.error("runner: %s", self._health_message)
+                elif op == "status":
+                    self._update_status(frame["status"])
                 elif op == "warning":
                     logger.warning("runner: %s", frame.get("message"))
         except (asyncio.IncompleteReadError, ConnectionError, ValueError) as exc:
@@ -267,6 +274,7 @@ class SandboxRunner:
             "params": request.params,
             "headers": request.headers,
             "method": request.method,
+            "secrets": request.secrets,
             "max_log_chars": self.max_log_chars,
             "reuse": self.settings.reuse,
         }
@@ -275,7 +283,7 @@ class SandboxRunner:
         else:
             child["source"] = request.source
             digest = hashlib.sha256(request.source.encode("utf-8", "replace")).hexdigest()
-            meta["warm_key"] = f"{request.code_id}:{digest}"
+            meta["warm_key"] = f"{request.code_id}:{digest}:{self._secrets_digest(request)}"
         payload = wire.child_request(child, request.body.encode("utf-8", "replace"))
         self._in_flight += 1
         try:
@@ -293,6 +301,14 @@ class SandboxRunner:
             self._in_flight -= 1
         return _outcome(frame["outcome"])
 
+    def _secrets_digest(self, request: RunRequest) -> str:
+        """Part of a warm key: a warm worker serves only runs with the very same secrets, so
+        whatever a run keeps in its process never shows a rotated or deleted secret to the next."""
+        if not request.secrets:
+            return ""
+        data = json.dumps(sorted(request.secrets.items())).encode("utf-8", "replace")
+        return hmac.new(self._warm_salt, data, hashlib.sha256).hexdigest()
+
     async def check(self, language: Language, source: str) -> None:
         if language != "go":
             return
@@ -305,30 +321,58 @@ class SandboxRunner:
         if frame.get("runner_error"):
             raise CompileError(str(frame["runner_error"]))
 
-    def status(self) -> dict[str, Any]:
+    def _update_status(self, status: wire.SupervisorStatus) -> None:
+        """The supervisor's latest word; a language that stops or starts running again is logged."""
+        before = self._status["languages"] if self._status is not None else {}
+        self._status, self._status_at = status, time.monotonic()
+        for name, language in status["languages"].items():
+            was_ready = before[name]["ready"] if name in before else True
+            if was_ready and not language["ready"]:
+                logger.error("runner: %s cannot run: %s", name, language["error"])
+            elif language["ready"] and not was_ready:
+                logger.info("runner: %s runs again", name)
+
+    def status(self) -> RunnerStatus:
         alive = (
             self._process is not None
             and self._process.returncode is None
             and self._writer is not None
             and not self._writer.is_closing()
         )
-        slots = int(self._status.get("slots", self.settings.slots))
-        status: dict[str, Any] = {
-            "ok": alive and self._healthy,
-            "isolation": self._status.get("isolation", "unknown"),
-            "network": self._status.get("network", "unknown"),
-            "cgroups": self._status.get("cgroups", "none"),
-            "slots": slots,
-            "busy": min(self._in_flight, slots),
-            "queued": max(0, self._in_flight - slots),
-            "node_spares": self._status.get("node_spares", 0),
-            "warnings": list(self._status.get("warnings", [])),
-            "restarts": self.restarts,
-            "supervisor_pid": self._process.pid if self._process is not None else None,
-        }
-        if not self._healthy:
-            status["error"] = self._health_message
-        return status
+        reported = self._status if alive else None
+        languages: dict[Language, wire.LanguageStatus] = {}
+        errors: list[str] = []
+        if reported is None:
+            down = "the runner supervisor is not running (it is being started)"
+            for name in wire.LANGUAGES:
+                languages[name] = {"ready": False, "error": down, "failures": 0, "retry_in": 0.0}
+            errors.append(down)
+        else:
+            waited = time.monotonic() - self._status_at
+            for name, language in reported["languages"].items():
+                retry_in = round(max(0.0, language["retry_in"] - waited), 1)
+                languages[name] = {**language, "retry_in": retry_in}
+                if not language["ready"]:
+                    errors.append(
+                        f"{name} cannot run: {language['error']} ({language['failures']} failed "
+                        f"starts, next try in {retry_in:g} s)"
+                    )
+        slots = reported["slots"] if reported is not None else self.settings.slots
+        return RunnerStatus(
+            ok=not errors,
+            error="; ".join(errors),
+            isolation=reported["isolation"] if reported is not None else "unknown",
+            network=reported["network"] if reported is not None else "unknown",
+            cgroups=reported["cgroups"] if reported is not None else "none",
+            slots=slots,
+            busy=min(self._in_flight, slots),
+            queued=max(0, self._in_flight - slots),
+            node_spares=reported["node_spares"] if reported is not None else 0,
+            warnings=list(reported["warnings"]) if reported is not None else [],
+            restarts=self.restarts,
+            supervisor_pid=self._process.pid if self._process is not None else None,
+            languages=languages,
+        )
 
 
 def _outcome(data: dict[str, Any]) -> RunOutcome:

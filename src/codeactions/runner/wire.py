@@ -8,15 +8,62 @@ the child (see `child_request`), so a large request costs the supervisor only a 
 
 Supervisor -> child: one JSON line (the request without its body, with `body_size`) followed by
 exactly `body_size` raw bytes of body. No escaping, no parsing of the body on the way.
+
+The status the supervisor reports (`SupervisorStatus`, per language a `LanguageStatus`) and the
+one the API's runner answers (`RunnerStatus`) are typed here, for both sides.
 """
 
 from __future__ import annotations
 
 import json
 import struct
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 FRAME_HEADER = struct.Struct(">II")
+
+Language = Literal["python", "javascript", "go"]
+LANGUAGES: tuple[Language, ...] = ("python", "javascript", "go")
+
+
+class LanguageStatus(TypedDict):
+    """Whether runs of one language can start now, and if not, why."""
+
+    ready: bool
+    error: str  # why not ready ("" when ready)
+    failures: int  # consecutive failed starts of its sandboxes (or its toolchain)
+    retry_in: float  # seconds until the next start is tried (0 when none is waiting)
+
+
+class SupervisorStatus(TypedDict):
+    """Supervisor -> API: in {"op": "ready", "status": ...} once every language has started or
+    failed to, and in {"op": "status", "status": ...} whenever a language's status changes."""
+
+    isolation: str
+    network: str
+    cgroups: str
+    slots: int
+    node_spares: int
+    root: bool
+    warnings: list[str]
+    languages: dict[Language, LanguageStatus]
+
+
+class RunnerStatus(TypedDict):
+    """What `Runner.status()` answers, and `/health` reports."""
+
+    ok: bool  # the runner is up and every language can run
+    error: str  # why not ok, naming each language that cannot run ("" when ok)
+    isolation: str
+    network: str
+    cgroups: str
+    slots: int
+    busy: int
+    queued: int
+    node_spares: int
+    warnings: list[str]
+    restarts: int
+    supervisor_pid: int | None
+    languages: dict[Language, LanguageStatus]
 
 
 def _no_constant(name: str) -> Any:

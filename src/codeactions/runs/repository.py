@@ -15,16 +15,16 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
-    func,
     insert,
     or_,
     select,
     update,
 )
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from codeactions.codes.repository import get_by_any_id, is_object_id, parse_uuid
+from codeactions.db.listing import AllRows, all_rows, page_of
 from codeactions.db.models import Code, CodeLog, CodeRun, utcnow
 from codeactions.db.session import sqlite_pragmas
 
@@ -197,6 +197,25 @@ def _of_code(code_uuid: uuid.UUID | None, code_mongo_id: str | None) -> ColumnEl
     return or_(*conditions)
 
 
+def _run_conditions(
+    code_uuid: uuid.UUID | None,
+    code_mongo_id: str | None,
+    after: datetime | None,
+    before: datetime | None,
+) -> list[ColumnElement[bool]]:
+    """A code's runs created between `after` and `before` (inclusive).
+
+    A run belongs to the code when its `code_id` is the code's UUID or its `code_mongo_id` is the
+    code's ObjectID (legacy rows of ObjectID invocations may lack the UUID).
+    """
+    conditions = [_of_code(code_uuid, code_mongo_id)]
+    if after is not None:
+        conditions.append(CodeRun.created_at >= after)
+    if before is not None:
+        conditions.append(CodeRun.created_at <= before)
+    return conditions
+
+
 async def list_runs(
     session: AsyncSession,
     *,
@@ -207,27 +226,27 @@ async def list_runs(
     offset: int,
     limit: int,
 ) -> tuple[list[CodeRun], int]:
-    """One page of a code's runs, newest first, and how many match in all.
-
-    A run belongs to the code when its `code_id` is the code's UUID or its `code_mongo_id` is the
-    code's ObjectID (legacy rows of ObjectID invocations may lack the UUID).
-    """
+    """One page of a code's runs, newest first, and how many match in all."""
     if code_uuid is None and not code_mongo_id:
         return [], 0
-    conditions = [_of_code(code_uuid, code_mongo_id)]
-    if after is not None:
-        conditions.append(CodeRun.created_at >= after)
-    if before is not None:
-        conditions.append(CodeRun.created_at <= before)
-    total = await session.scalar(select(func.count()).select_from(CodeRun).where(*conditions))
-    rows = await session.scalars(
-        select(CodeRun)
-        .where(*conditions)
-        .order_by(CodeRun.created_at.desc(), CodeRun.id.desc())
-        .offset(offset)
-        .limit(limit)
-    )
-    return list(rows), int(total or 0)
+    conditions = _run_conditions(code_uuid, code_mongo_id, after, before)
+    return await page_of(session, CodeRun, conditions, offset=offset, limit=limit)
+
+
+async def all_runs(
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    code_uuid: uuid.UUID | None,
+    code_mongo_id: str | None,
+    after: datetime | None,
+    before: datetime | None,
+) -> AllRows[CodeRun]:
+    """Every run of a code, newest first (as `list_runs`), read in chunks."""
+    if code_uuid is None and not code_mongo_id:
+        return AllRows(0, [], None)
+    conditions = _run_conditions(code_uuid, code_mongo_id, after, before)
+    return await all_rows(session, sessionmaker, CodeRun, conditions)
 
 
 async def fail_stale_runs(

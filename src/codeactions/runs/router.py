@@ -15,6 +15,7 @@ from codeactions.errors import AppError, BadRequest, NotFound, RateLimited
 from codeactions.http import (
     canonical_header_key,
     first_query_values,
+    json_array,
     parse_json,
     read_body,
     request_headers,
@@ -89,6 +90,7 @@ def _executor(request: Request) -> Executor:
         metrics=state.metrics,
         tasks=state.run_tasks,
         journal=state.journal,
+        vault=state.secret_vault,
     )
 
 
@@ -228,9 +230,12 @@ async def get_run(session: SessionDep, principal: CurrentPrincipal, id: str) -> 
 
 @router.get(
     "/coderun",
-    summary="A code's runs, newest first, paginated (X-Total-Count and Link headers)",
+    summary="A code's runs, newest first: all of them, or a page",
     tags=["runs"],
     response_model=list[CodeRunOut],
+    description="Always a JSON array. Without `page` and `page_size`, every matching run (as "
+    "the original), written as it is read; with either, one page and a `Link` to the next. "
+    "`X-Total-Count` gives how many match.",
     responses=error_responses(
         400, 401, (404, "No code with this id in the caller's projects"), 503
     ),
@@ -258,9 +263,24 @@ async def list_runs(
     ] = None,
     page_size: Annotated[
         str | None,
-        query("Runs per page, 1 to 1000 (100)", pattern=page_number_pattern(service.MAX_RUNS_PAGE)),
+        query(
+            "Runs per page, 1 to 1000 (100 when only `page` is given)",
+            pattern=page_number_pattern(service.MAX_RUNS_PAGE),
+        ),
     ] = None,
 ) -> Response:
+    if not page and not page_size:
+        every = await service.all_runs(
+            session,
+            request.app.state.sessionmaker,
+            principal,
+            code_id=code_id,
+            after=after,
+            before=before,
+        )
+        return json_array(
+            every.first, every.rest, run_json, headers={"X-Total-Count": str(every.total)}
+        )
     found = await service.list_runs(
         session,
         principal,

@@ -18,6 +18,7 @@ from codeactions.auth.principals import Principal, Role
 from codeactions.codes.cache import CodeCache
 from codeactions.codes.repository import get_by_any_id, is_object_id, parse_uuid
 from codeactions.codes.service import MAX_PAGE, parse_page_number
+from codeactions.db.listing import AllRows
 from codeactions.db.models import Code, CodeRun, utcnow
 from codeactions.errors import (
     AppError,
@@ -30,11 +31,13 @@ from codeactions.errors import (
 from codeactions.logs.sql import SqlLogStore, log_rows
 from codeactions.logs.store import LogEntry, LogStore
 from codeactions.ops.metrics import Metrics
-from codeactions.runner.base import Language, Runner, RunOutcome, RunRequest
+from codeactions.runner.base import Language, Runner, RunnerStatus, RunOutcome, RunRequest
 from codeactions.runs import repository
 from codeactions.runs.journal import OutcomeJournal
 from codeactions.runs.queue import RunQueue, Ticket
 from codeactions.runs.repository import RunBook, code_of_run
+from codeactions.secrets.masking import NO_MASK, Masker
+from codeactions.secrets.service import SecretVault
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +88,22 @@ class DisabledRunner:
     async def check(self, language: Language, source: str) -> None:
         return None  # nothing to compile with; a save is not refused for it
 
-    def status(self) -> dict[str, Any]:
-        return {"ok": True, "enabled": False, "isolation": "none"}
+    def status(self) -> RunnerStatus:
+        return RunnerStatus(
+            ok=True,
+            error="",
+            isolation="none (the runner is disabled)",
+            network="none",
+            cgroups="none",
+            slots=0,
+            busy=0,
+            queued=0,
+            node_spares=0,
+            warnings=[],
+            restarts=0,
+            supervisor_pid=None,
+            languages={},
+        )
 
 
 # --- inputs -------------------------------------------------------------------------------
@@ -130,6 +147,7 @@ class Executor:
     metrics: Metrics
     tasks: set[asyncio.Task[Any]]
     journal: OutcomeJournal
+    vault: SecretVault
 
 
 @dataclass
@@ -139,6 +157,8 @@ class Execution:
     status_code: int  # the HTTP status the caller is answered
     media_type: str  # on success
     error: AppError | None = None  # on failure: what the caller is answered
+    # Hides the project's secret values in what is stored about the run (not in the answer).
+    mask: Masker = NO_MASK
 
 
 def code_timeout_seconds(code: Code) -> float:
@@ -190,15 +210,20 @@ def short_error(outcome: RunOutcome) -> str:
     if outcome.reason == "exception":
         lines = [line.strip() for line in outcome.error.strip().splitlines() if line.strip()]
         text = lines[-1] if lines else "the code raised an exception"
+    elif outcome.reason == "runner" and " cannot run on this runner now: " in outcome.error:
+        # Which language the runner cannot run now, without its inner details (/health has them).
+        text = outcome.error.split(": ", 1)[0]
     else:
         text = _EXPLAINED.get(outcome.reason or "runner", "the code failed")
     return text[:_MAX_MESSAGE_CHARS]
 
 
-def _failure(outcome: RunOutcome, run_id: uuid.UUID) -> AppError:
+def _failure(outcome: RunOutcome, run_id: uuid.UUID, mask: Masker) -> AppError:
     if outcome.reason == "timeout":
         return RunTimedOut()
-    message = f"error on executing code: {short_error(outcome)} (run {run_id})"
+    # Masked: the message is the service's report (to anonymous callers on public endpoints);
+    # a code hands a secret to its caller, if it must, through `result.set`.
+    message = f"error on executing code: {mask(short_error(outcome))} (run {run_id})"
     if outcome.reason == "runner":
         return Unavailable(message)
     return RunFailed(message)
@@ -317,10 +342,14 @@ async def _run_once(
     )
     passthrough: AppError | None = None
     try:
+        # Read as the run starts, before anything is recorded: a database that cannot answer is
+        # a 503 that leaves nothing behind, and a run under way never waits on it again.
+        secrets = await ex.vault.for_run(code.project_uuid)
+        mask = Masker(secrets.values()) if secrets else NO_MASK
         await _record_start(ex, run)
         try:
             outcome = await _run_in_slot(
-                ex, ticket, run=run, code=code, inputs=inputs, deadline=deadline
+                ex, ticket, run=run, code=code, inputs=inputs, secrets=secrets, deadline=deadline
             )
         except AppError as exc:  # e.g. the runner is disabled: the caller gets its answer
             passthrough = exc
@@ -336,7 +365,7 @@ async def _run_once(
         }
         result, error = outcome.result, None
     else:
-        error = passthrough or _failure(outcome, run.id)
+        error = passthrough or _failure(outcome, run.id, mask)
         status = error.status_code
         extra = {
             "status_code": status,
@@ -346,11 +375,11 @@ async def _run_once(
         }
         result = outcome.error or str(extra["error"])
         if outcome.reason == "runner":
-            log.warning("run %s failed in the runner: %s", run.id, outcome.error[:500])
-    # The run as it will be stored.
+            log.warning("run %s failed in the runner: %s", run.id, mask(outcome.error)[:500])
+    # The run as its caller sees it; `_record_outcome` stores it with the secrets masked.
     run.status = "completed" if outcome.ok else "failed"
     run.result, run.extra, run.updated_at = result, extra, utcnow()
-    return Execution(run, outcome, status, media_type(outcome.content_type), error)
+    return Execution(run, outcome, status, media_type(outcome.content_type), error, mask)
 
 
 NOT_RUN = "the run was not executed: the database failed while recording its start"
@@ -382,6 +411,7 @@ async def _run_in_slot(
     run: CodeRun,
     code: Code,
     inputs: RunInputs,
+    secrets: dict[str, str],
     deadline: float,
 ) -> RunOutcome:
     try:
@@ -402,6 +432,7 @@ async def _run_in_slot(
         body=inputs.body,
         headers=inputs.headers,
         method=inputs.method,
+        secrets=secrets,
     )
     try:
         async with asyncio.timeout_at(deadline + RUNNER_GRACE_SECONDS):
@@ -420,10 +451,13 @@ async def _record_outcome(ex: Executor, execution: Execution, *, invoked_id: str
     """Store the run's outcome and its logs (one transaction when logs live in the database).
 
     What the database cannot take now goes to the journal, which writes it when the database is
-    back; raises Unavailable only when neither could keep it.
+    back; raises Unavailable only when neither could keep it. Secret values are masked in all
+    of it (result, error, log lines), whichever store takes it.
     """
-    run = execution.run
-    entries = _log_entries(run, invoked_id=invoked_id, outcome=execution.outcome)
+    run = _as_stored(execution.run, execution.mask)
+    entries = _log_entries(
+        run, invoked_id=invoked_id, outcome=execution.outcome, mask=execution.mask
+    )
     in_database = isinstance(ex.log_store, SqlLogStore)
     try:
         await ex.book.finish(run, log_rows(entries) if in_database else [])
@@ -444,7 +478,22 @@ async def _record_outcome(ex: Executor, execution: Execution, *, invoked_id: str
             raise Unavailable("could not keep the run's logs") from exc
 
 
-def _log_entries(run: CodeRun, *, invoked_id: str, outcome: RunOutcome) -> list[LogEntry]:
+def _as_stored(run: CodeRun, mask: Masker) -> CodeRun:
+    """The outcome of `run` as it is stored: with the secrets masked (a copy, when any)."""
+    if not mask:
+        return run
+    return CodeRun(
+        id=run.id,
+        status=run.status,
+        result=mask(run.result or ""),
+        extra=mask.json(run.extra),
+        updated_at=run.updated_at,
+    )
+
+
+def _log_entries(
+    run: CodeRun, *, invoked_id: str, outcome: RunOutcome, mask: Masker = NO_MASK
+) -> list[LogEntry]:
     entries = [
         LogEntry(
             run_id=str(run.id),
@@ -467,6 +516,9 @@ def _log_entries(run: CodeRun, *, invoked_id: str, outcome: RunOutcome) -> list[
                 seq=len(entries),
             )
         )
+    if mask:
+        for entry in entries:
+            entry.content = mask(entry.content)
     return entries
 
 
@@ -569,27 +621,14 @@ async def list_runs(
     page: str | None,
     page_size: str | None,
 ) -> RunPage:
-    """A code's runs, newest first, for Viewers of its project (runs of a deleted code: admins)."""
+    """A page of a code's runs, newest first, for Viewers of its project (as `all_runs`)."""
     if not code_id:
         raise BadRequest("valid code_id is required")
     since = parse_time(after, "after")
     until = parse_time(before, "before")
     number = parse_page_number(page, name="page", default=1, maximum=MAX_PAGE)
     size = parse_page_number(page_size, name="page_size", default=100, maximum=MAX_RUNS_PAGE)
-
-    code_uuid: uuid.UUID | None
-    code = await get_by_any_id(session, code_id)
-    if code is not None:
-        if not principal.sees_all_projects:
-            await authorize(
-                session, principal, code.project_uuid, Role.VIEWER, not_member=CodeNotFound()
-            )
-        code_uuid, mongo_id = code.id, code.mongo_object_id
-    elif principal.sees_all_projects:
-        code_uuid = parse_uuid(code_id)
-        mongo_id = code_id if is_object_id(code_id) else None
-    else:
-        raise CodeNotFound()
+    code_uuid, mongo_id = await _keys_of_visible_code(session, principal, code_id)
     runs, total = await repository.list_runs(
         session,
         code_uuid=code_uuid,
@@ -600,3 +639,46 @@ async def list_runs(
         limit=size,
     )
     return RunPage(runs, total, number, size)
+
+
+async def all_runs(
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    principal: Principal,
+    *,
+    code_id: str | None,
+    after: str | None,
+    before: str | None,
+) -> AllRows[CodeRun]:
+    """Every run of a code, newest first, as the original listed them (no page): checked and
+    authorized now, the rows after the first chunk read as the caller iterates."""
+    if not code_id:
+        raise BadRequest("valid code_id is required")
+    since = parse_time(after, "after")
+    until = parse_time(before, "before")
+    code_uuid, mongo_id = await _keys_of_visible_code(session, principal, code_id)
+    return await repository.all_runs(
+        session,
+        sessionmaker,
+        code_uuid=code_uuid,
+        code_mongo_id=mongo_id,
+        after=since,
+        before=until,
+    )
+
+
+async def _keys_of_visible_code(
+    session: AsyncSession, principal: Principal, code_id: str
+) -> tuple[uuid.UUID | None, str | None]:
+    """The UUID and ObjectID the code's runs are stored under, for Viewers of its project; a
+    deleted code's (the id as given) for admins only."""
+    code = await get_by_any_id(session, code_id)
+    if code is not None:
+        if not principal.sees_all_projects:
+            await authorize(
+                session, principal, code.project_uuid, Role.VIEWER, not_member=CodeNotFound()
+            )
+        return code.id, code.mongo_object_id
+    if principal.sees_all_projects:
+        return parse_uuid(code_id), code_id if is_object_id(code_id) else None
+    raise CodeNotFound()

@@ -1,11 +1,14 @@
 // JavaScript engine of Code Actions: boots ahead of demand, reads run requests, runs the user's Run(engine).
 //
 // Protocol (spoken by the runner supervisor):
-//   stdin  <- requests: a JSON line {run_id, code_id, source, params, headers, method, max_log_chars,
-//             reuse, body_size}, then body_size raw bytes of body (runner/wire.py)
-//   fd 3   -> JSON lines {"t":"log",...} | {"t":"result",...} | {"t":"error","kind":"exception",...}
-//             | {"t":"done","code":0|1}
+//   stdin  <- requests: a JSON line {run_id, code_id, source, params, headers, method, secrets,
+//             max_log_chars, reuse, body_size}, then body_size raw bytes of body (runner/wire.py)
+//   fd 3   -> {"t":"ready"} once booted (a Node spare counts as started only then), then JSON
+//             lines {"t":"log",...} | {"t":"result",...} | {"t":"error","kind":"exception",...}
+//             | {"t":"script"} | {"t":"done","code":0|1}
 //   stdout/stderr are left alone: the supervisor keeps them as info/error logs.
+//   A source that defines no Run is a script, as the original ran it (`node -e`): {"t":"script"}
+//   tells the supervisor its stdout is the result, and the run ends when the event loop empties.
 //   Without `reuse`: exit 0 after Run settles, 1 after an error (the exit ends the run).
 //   With `reuse` (a warm worker kept for repeated runs of the same code): after Run settles, its
 //   timers are cleared and, when nothing of the run is left in the event loop, {"t":"done"} ends
@@ -177,6 +180,12 @@ function buildEngine(request, run) {
   };
   const body = String(request.body ?? '').replace(PY_STRIP, '');
   const method = String(request.method ?? '');
+  const secrets = new Map(Object.entries(request.secrets || {}).map(([k, v]) => [k, String(v)]));
+  const engineSecrets = Object.freeze({
+    get: (name, defaultValue = null) => (secrets.has(name) ? secrets.get(name) : defaultValue),
+    has: (name) => secrets.has(name),
+    keys: () => Array.from(secrets.keys()),
+  });
 
   return {
     params: engineParams,
@@ -185,6 +194,7 @@ function buildEngine(request, run) {
     method,
     log: engineLog,
     result: engineResult,
+    secrets: engineSecrets,
     request: { params: engineParams, header: engineHeader, body, method, log: engineLog },
   };
 }
@@ -324,22 +334,38 @@ function endRun(run, message) {
 
 async function execute(run, request) {
   const engine = buildEngine(request, run);
+  run.evaluating = true;
   const action = loadRun(String(request.source ?? ''), newContext(run));
-  if (action === undefined) throw new NoRun();
+  run.evaluating = false;
+  if (action === undefined) {
+    // A script: it is done when nothing of it is left in the event loop (see beforeExit).
+    run.script = true;
+    emit({ t: 'script' });
+    await new Promise((resolve) => {
+      run.scriptEnded = resolve;
+    });
+    return;
+  }
   await action(engine);
 }
 
-class NoRun extends Error {}
-
 function start(request) {
-  const run = { finished: false, timers: new Map(), reuse: request.reuse === true, before: null };
+  const run = {
+    finished: false,
+    timers: new Map(),
+    reuse: request.reuse === true,
+    before: null,
+    evaluating: false,
+    script: false,
+    scriptEnded: null,
+  };
   // What the loop holds before the run (the engine's own handles), plus this check's immediate.
   run.before = activeResources();
   run.before.set('Immediate', (run.before.get('Immediate') || 0) + 1);
   current = run;
   execute(run, request).then(
     () => endRun(run, null),
-    (error) => endRun(run, error instanceof NoRun ? 'the code must define a function Run(engine)' : describeError(error)),
+    (error) => endRun(run, describeError(error)),
   );
 }
 
@@ -351,9 +377,24 @@ function fail(error) {
 
 process.on('uncaughtException', fail);
 process.on('unhandledRejection', fail);
-// The loop emptied while Run's promise was still pending: it can never settle.
+// The loop emptied: a script is done (exiting like node with a non-zero process.exitCode), while
+// Run's promise still pending can never settle.
 process.on('beforeExit', () => {
-  if (current !== null) endRun(current, 'Run returned a promise that never settled');
+  if (current === null) return;
+  if (!current.script) {
+    endRun(current, 'Run returned a promise that never settled');
+  } else if (process.exitCode) {
+    exit(process.exitCode);
+  } else {
+    current.scriptEnded();
+  }
+});
+// process.exit() while the source is evaluated: the code gave no Run, so it ran as a script.
+process.on('exit', () => {
+  if (current !== null && current.evaluating && !current.script) {
+    current.script = true;
+    emit({ t: 'script' });
+  }
 });
 
 // Bytes from stdin not consumed yet. A chunk is searched once for a newline and the chunks are
@@ -421,3 +462,6 @@ process.stdin.on('end', () => {
   ended = true;
   if (!busy) next();
 });
+
+// Booted: a Node that cannot load this file (or crashes on the way here) never says it.
+emit({ t: 'ready' });

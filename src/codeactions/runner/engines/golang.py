@@ -1,4 +1,8 @@
-"""Compile Go actions with the engine into cached binaries (stdlib only: runs in the supervisor)."""
+"""Compile Go actions with the engine into cached binaries (stdlib only: runs in the supervisor).
+
+A source with a top-level `func main()` and no `func Run` is a whole program, as the original ran
+Go codes (`go run`): it is built alone, without engine.go, and its standard output is the result.
+"""
 
 from __future__ import annotations
 
@@ -41,17 +45,56 @@ def go_available(go: str) -> bool:
     return True
 
 
-def compile(source: str, *, go: str, cache_dir: str, timeout: float = 60) -> str:
+_TOKENS = re.compile(
+    r"""//[^\n]*|/\*.*?\*/|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|`[^`]*`|[{}]""", re.DOTALL
+)
+_MAIN = re.compile(r"\bfunc\s+main\s*\(\s*\)")
+_RUN = re.compile(r"\bfunc\s+Run\s*[(\[]")
+
+
+def is_program(source: str) -> bool:
+    """A top-level `func main()` and no top-level `func Run`: a program, not an action.
+
+    Only declarations at the top level count: comments, strings and rune literals are skipped,
+    and so is everything between braces (function bodies, literals).
+    """
+    top = []
+    depth = 0
+    position = 0
+    for token in _TOKENS.finditer(source):
+        if depth == 0:
+            top.append(source[position : token.start()])
+        position = token.end()
+        text = token.group()
+        if text == "{":
+            depth += 1
+        elif text == "}":
+            depth = max(0, depth - 1)
+        top.append(" ")
+    if depth == 0:
+        top.append(source[position:])
+    declarations = "".join(top)
+    return bool(_MAIN.search(declarations)) and not _RUN.search(declarations)
+
+
+def compile(
+    source: str, *, go: str, cache_dir: str, timeout: float = 60, engine_go: bytes | None = None
+) -> str:
     """Return the path of the binary for `source`, building it unless the cache already has it.
 
     Binaries are keyed by the source, the engine and the toolchain, so changing any of them
     rebuilds. Concurrent calls for the same source build once (a lock file per key) and the
-    binary appears atomically (rename), so a reader never sees a half-written file.
+    binary appears atomically (rename), so a reader never sees a half-written file. A program
+    (`is_program`) is built without the engine. `engine_go`: engine.go as read beforehand by a
+    caller that then dropped privileges (the build user may not reach the engines' dir).
     """
-    engine = ENGINE_GO.read_bytes()
+    if engine_go is None:
+        engine_go = ENGINE_GO.read_bytes()
+    engine = b"" if is_program(source) else engine_go
     version = _go_version(go)
+    kind = b"program" if not engine else b"action"
     key = hashlib.sha256(
-        b"\0".join([source.encode("utf-8"), engine, version.encode("utf-8")])
+        b"\0".join([kind, source.encode("utf-8"), engine, version.encode("utf-8")])
     ).hexdigest()
     cache = Path(cache_dir)
     bin_dir = cache / "bin"
@@ -87,7 +130,8 @@ def _build(
     source: str, engine: bytes, version: str, *, go: str, cache: Path, work: Path, timeout: float
 ) -> None:
     (work / ACTION_FILE).write_text(source, encoding="utf-8")
-    (work / "engine.go").write_bytes(engine)
+    if engine:
+        (work / "engine.go").write_bytes(engine)
     (work / "go.mod").write_text(f"module {MODULE}\n\ngo {_language_version(version)}\n")
     # A clean toolchain environment: nothing from the service, no network, caches in cache_dir.
     env = {
@@ -149,9 +193,9 @@ def _compiler_message(output: str, work: Path) -> str:
         message = "\n".join(lines)
     hints = []
     if own_main:
-        hints.append("define func Run(engine *Engine) instead of func main")
+        hints.append("remove func main: the engine calls Run (without Run, main runs as a program)")
     if re.search(r"engine\.go:\d+:\d+: .*\bRun\b", message):
-        hints.append("action.go must define func Run(engine *Engine)")
+        hints.append("action.go must define func Run(engine *Engine) (or func main: a program)")
     if "found packages" in message:
         hints.append("action.go must start with `package main`")
     if "module lookup disabled" in message or "cannot find module providing package" in message:

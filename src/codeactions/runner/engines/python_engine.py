@@ -212,6 +212,31 @@ class Result:
         """Kept for compatibility: `set` already reports the result."""
 
 
+class Secrets:
+    """The project's secrets, as the original's engine offered them (no len, no iteration)."""
+
+    def __init__(self, secrets: dict[str, str]) -> None:
+        self._secrets = secrets
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._secrets.get(key, default)
+
+    def has(self, key: str) -> bool:
+        return key in self._secrets
+
+    def keys(self) -> list[str]:
+        """The names only."""
+        return list(self._secrets.keys())
+
+    def __getitem__(self, key: str) -> str:
+        if key not in self._secrets:
+            raise KeyError(f"Secret '{key}' not found")
+        return self._secrets[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._secrets
+
+
 class Request:
     def __init__(self, params: Params, body: str, header: Header, log: Log) -> None:
         self.params = params
@@ -232,6 +257,8 @@ class Engine:
         self.result = Result(channel, run_id)
         self.request = Request(self.params, self.body, self.header, self.log)
         self.method = str(request.get("method") or "POST")
+        # This run's own secrets: a warm worker builds a new Engine from each request.
+        self.secrets = Secrets({str(k): str(v) for k, v in (request.get("secrets") or {}).items()})
 
 
 def _user_traceback(exc: BaseException) -> str:
@@ -324,7 +351,7 @@ WARM_SOURCE = """
 import json
 def Run(engine):
     engine.log.info(engine.params.get("a"))
-    print("warm", engine.header.get("X-Warm"), engine.body)
+    print("warm", engine.header.get("X-Warm"), engine.body, engine.secrets.has("W"))
     engine.result.set({"warm": [1, "é"]}, status_code=200, content_type="json")
 """
 
@@ -345,6 +372,7 @@ def warm() -> None:
                     "params": {"a": "1"},
                     "body": " b ",
                     "headers": {"X-Warm": ["1"]},
+                    "secrets": {"W": "1"},
                     "method": "POST",
                     "run_id": "w",
                     "code_id": "w",

@@ -8,7 +8,9 @@ blob), multiplexed by request id.
                       {"op": "run", "id": str, "run": {language, timeout, warm_key, source?}}
                           + blob: the child's request (wire.child_request), never parsed here
                       {"op": "compile", "id": str, "source": str}
-  supervisor -> API   {"op": "ready", "status": {...}}
+  supervisor -> API   {"op": "ready", "status": wire.SupervisorStatus}   (once each language
+                          has started or failed to: the first status the API sees is true)
+                      {"op": "status", "status": wire.SupervisorStatus}  (a language's changed)
                       {"op": "done", "id": str, "outcome": {...}}
                       {"op": "compiled", "id": str, "error": str|null, "runner_error": str|null}
                       {"op": "warning", "message": str}
@@ -88,7 +90,12 @@ SYS_READ = {"x86_64": 0, "aarch64": 63}.get(platform.machine(), -1)
 SYS_EPOLL_WAITS = {"x86_64": {"232", "281", "441"}, "aarch64": {"22", "441"}}.get(
     platform.machine(), set()
 )
-BROKEN_AFTER = 3  # consecutive spare failures after which a slot counts as broken
+BROKEN_AFTER = 3  # consecutive failed starts after which a language cannot run
+BOOT_DELAY_FIRST = 0.1  # back-off after a failed start, doubling up to BOOT_DELAY_MAX
+BOOT_DELAY_MAX = 30.0
+BOOT_TIMEOUT = 30.0  # a spare not ready by then (sandboxed; a Node spare: its engine booted) failed
+BOOT_SETTLE = 30.0  # "ready" goes to the API once every language started or failed, or by then
+LANGUAGE_NAMES = {"python": "Python", "javascript": "JavaScript", "go": "Go"}
 SANDBOX_GO_DIR = "/run/codeactions-go"
 BUILD_CACHE = "/run/codeactions-go-cache"  # where a Go compile job sees the cache
 PROC_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC
@@ -379,6 +386,8 @@ class Child:
         # How /proc names its request pipe (the one whose write end we hold as `stdin`).
         self.request_pipe = f"pipe:[{os.fstat(self.stdin).st_ino}]" if self.stdin >= 0 else ""
         self.proc_fds: tuple[int, int] | None = None  # its /proc syscall and stat, kept open
+        self.boot = bytearray()  # what a spare said on its protocol fd before it was ready
+        self.boot_timer: list[Any] | None = None
 
 
 class Run:
@@ -390,6 +399,12 @@ class Run:
         self.source = str(meta.get("source", ""))  # Go only: compiled here, not sent to the child
         # code id + source hash: which warm worker may run it (JavaScript and Python)
         self.warm_key = str(meta.get("warm_key", "")) if self.language != "go" else ""
+        # A program's stdout is its result (text), as the original ran codes: a Go `main`, or
+        # JavaScript without Run (engine.js says {"t": "script"} once it knows, so its raw stdout
+        # is kept until then, and the log lines made of it are dropped if it is one).
+        self.program = False
+        self.stdout: bytearray | None = bytearray() if self.language == "javascript" else None
+        self.stdout_logs: list[list[Any]] = []
         self.argv: list[str] | None = None  # exec'd program (Go binary, or Node without a spare)
         self.slot: Slot | None = None
         self.child: Child | None = None
@@ -409,6 +424,7 @@ class Run:
         self.done_checking = False  # ... and we wait to see it idle (a warm worker)
         self.done_keep = False  # ... and that its process may serve another run
         self.cpu_base = 0.0  # CPU seconds the child had used before this run
+        self.engine_ready = False  # Node started for this run (no spare): its engine booted
 
 
 class Slot:
@@ -417,16 +433,64 @@ class Slot:
         self.uid = uid
         self.dir = directory
         self.kind = kind  # "general" (Python, exec) or "node" (a booted Node spare)
-        self.state = "new"  # spawning | ready | busy | cleaning | broken
+        self.state = "new"  # spawning | starting | ready | busy | cleaning | parked
         self.child: Child | None = None
         self.run: Run | None = None
         self.clean_deadline = 0.0
         self.cleaning = False
-        self.failures = 0
         # A warm Node worker (state "warm" when idle, "recycling" while cleaned between runs).
         self.warm_key = ""
         self.warm_runs = 0
         self.warm_used = 0.0
+
+
+class Boot:
+    """The starts of one kind of sandbox (or of a toolchain), and their back-off.
+
+    After a failed start the next waits BOOT_DELAY_FIRST, doubling up to BOOT_DELAY_MAX, and no
+    more once a start works. Failures within one step count once (every slot of a kind failing
+    together is one failure): one log line per step, not per attempt, and no spinning.
+    """
+
+    def __init__(self, key: str, what: str) -> None:
+        self.key = key
+        self.what = what
+        self.failures = 0
+        self.error = ""
+        self.certain = False  # the last failure is something missing for sure (a program)
+        self.retry_at = 0.0
+        self.timer: list[Any] | None = None  # the pending Supervisor._retry
+        self.started = False  # a start worked since the supervisor started
+
+    def ready(self) -> bool:
+        return self.failures < BROKEN_AFTER
+
+    def waiting(self) -> bool:
+        """In a back-off step: nothing is tried until it ends."""
+        return self.failures > 0 and time.monotonic() < self.retry_at
+
+    def failed(self, error: str, certain: bool) -> bool:
+        """Count a failed start; False when this step already counted one."""
+        if self.waiting():
+            return False
+        self.failures = max(self.failures + 1, BROKEN_AFTER if certain else 0)
+        self.error, self.certain = error, certain
+        delay = min(BOOT_DELAY_MAX, BOOT_DELAY_FIRST * 2 ** min(self.failures - 1, 16))
+        self.retry_at = time.monotonic() + delay
+        log(f"{self.what} failed to start ({self.failures} in a row): {error}; next in {delay:g} s")
+        return True
+
+    def worked(self) -> bool:
+        """A start worked; True when that ends a run of failures."""
+        self.started = True
+        if not self.failures:
+            return False
+        log(f"{self.what} started again after {self.failures} failed starts")
+        self.failures, self.error, self.certain, self.retry_at = 0, "", False, 0.0
+        return True
+
+    def describe(self) -> str:
+        return f"{self.what} cannot start: {self.error}"
 
 
 class Supervisor:
@@ -452,7 +516,16 @@ class Supervisor:
         self.zsock: socket.socket | None = None
         self.status: dict[str, Any] = {}
         self.warnings: list[str] = []
-        self.broken = False
+        self.engines_dir = ENGINES_DIR  # until start() copies them where sandboxes can read
+        self.boots = {
+            "zygote": Boot("zygote", "the zygote"),
+            "python": Boot("python", "Python sandboxes"),
+            "javascript": Boot("javascript", "Node.js"),
+            "go": Boot("go", "the Go toolchain"),
+        }
+        self.node_slots = False
+        self.announced = False  # "ready" sent
+        self.reported: dict[str, tuple[bool, str, int]] = {}  # languages as last sent
         self.owner_filter: network.OwnerFilter | None = None
         self.slot_networks: network.SlotNetworks | None = None
 
@@ -469,10 +542,8 @@ class Supervisor:
             # Public CA certificates, not secrets: HTTPS from user code behind a custom CA.
             for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"):
                 CHILD_ENV[name] = ca_file
-        self.node_ok = os.access(s["node"], os.X_OK) and os.path.exists(
-            os.path.join(ENGINES_DIR, "engine.js")
-        )
-        node_spares = int(s["node_spares"]) if self.node_ok and self.root else 0
+        node_spares = int(s["node_spares"]) if self.root and not self._missing("javascript") else 0
+        self.node_slots = node_spares > 0
         if node_spares and self.reuse:
             node_spares += int(s.get("node_warm_workers", 0))
         total = int(s["slots"]) + node_spares
@@ -497,6 +568,8 @@ class Supervisor:
         self.base_dir = os.path.join(work, f"sandbox-{os.getpid()}")
         os.makedirs(self.base_dir, mode=0o711, exist_ok=True)
         os.chmod(self.base_dir, 0o711)
+        self.engines_dir = _install_engines(os.path.join(self.base_dir, "engines"))
+        sys.path.insert(0, self.engines_dir)  # Go compiles import golang from there too
         for index in range(total):
             kind = "general" if index < self.capacity else "node"
             uid = uid_base + index if self.root else os.geteuid()
@@ -578,7 +651,7 @@ class Supervisor:
             "work_dir": work,
             "tmpfs_mb": int(s["file_size_mb"]),
             "env": CHILD_ENV,
-            "node_argv": [s["node"], os.path.join(ENGINES_DIR, "engine.js")],
+            "node_argv": [s["node"], os.path.join(self.engines_dir, "engine.js")],
             # A Node process may serve many runs: its RLIMIT_CPU is a budget for its whole
             # life, each run's own limit is enforced by the supervisor (_limit_node_cpu).
             "node_cpu": NODE_CPU_BUDGET,
@@ -626,9 +699,20 @@ class Supervisor:
             "warnings": self.warnings,
         }
         self._start_zygote()
+        # One spare of each kind first, the others once it started (_boot_worked): it comes up
+        # soonest, and a language that cannot start costs one try per back-off step.
         for slot in self.slots:
-            self._spawn(slot)
+            slot.state = "parked"
+        for kind in ("general", "node"):
+            first = next((slot for slot in self.slots if slot.kind == kind), None)
+            if first is not None:
+                self._spawn(first)
         self.selector.register(self.api, selectors.EVENT_READ, ("api", None))
+        for key in ("javascript", "go"):
+            problem = self._missing(key)
+            if problem:
+                self._boot_failed(key, problem, certain=True)
+        self.call_later(BOOT_SETTLE, lambda: self._report(force=True))
 
     def _choose_network(self, netns: bool, uids: tuple[int, int], total: int) -> tuple[str, bool]:
         """How sandboxes reach the network: (what /health says, an empty namespace per child).
@@ -694,7 +778,12 @@ class Supervisor:
             self.zsock.close()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.zygote = subprocess.Popen(
-            [sys.executable, "-I", os.path.join(ENGINES_DIR, "zygote.py"), str(theirs.fileno())],
+            [
+                sys.executable,
+                "-I",
+                os.path.join(self.engines_dir, "zygote.py"),
+                str(theirs.fileno()),
+            ],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
             env=CHILD_ENV,
@@ -757,7 +846,7 @@ class Supervisor:
                 except Exception as exc:  # one broken run must not take the others down
                     log(f"error handling {kind}: {exc!r}")
                     if kind == "spare" and owner.state == "starting":
-                        self._retire_spare(owner)
+                        self._retire_spare(owner, f"runner error: {exc!r}")
                     if kind in ("out", "in"):
                         run = (
                             owner
@@ -790,12 +879,12 @@ class Supervisor:
         op = frame.get("op")
         if op == "run":
             run = Run(frame["id"], frame["run"], blob)
-            if run.language == "go":
-                self._prepare_go(run)
-            elif run.language not in ("python", "javascript"):
+            if run.language not in LANGUAGE_NAMES:
                 self._finish_early(run, "runner", f"unsupported language {run.language!r}")
-            elif run.language == "javascript" and not self.node_ok:
-                self._finish_early(run, "runner", "JavaScript is not available on this runner")
+            elif refusal := self._refusal(run.language):
+                self._finish_early(run, "runner", refusal)
+            elif run.language == "go":
+                self._prepare_go(run)
             else:
                 self.pending.append(run)
                 self._dispatch()
@@ -824,15 +913,15 @@ class Supervisor:
     # ---------------------------------------------------------------- zygote and spares
 
     def _spawn(self, slot: Slot) -> None:
-        slot.state = "spawning"
         slot.child = None
         slot.warm_key, slot.warm_runs = "", 0
+        if self.zsock is None or self._boot_of(slot).waiting():
+            slot.state = "parked"  # until the zygote is back or the back-off step ends (_retry)
+            return
+        slot.state = "spawning"
         kind = "node" if slot.kind == "node" else "python"
-        assert self.zsock is not None
-        try:
+        with contextlib.suppress(OSError):  # the zygote is gone: _zygote_died parks the slot
             self.zsock.send(json.dumps({"op": "spawn", "slot": slot.index, "kind": kind}).encode())
-        except OSError as exc:  # the zygote is gone; _zygote_died asks again once it is back
-            log(f"slot {slot.index}: cannot ask the zygote for a spare: {exc}")
 
     def _read_zygote(self) -> None:
         assert self.zsock is not None
@@ -840,6 +929,8 @@ class Supervisor:
             data, fds, _, _ = socket.recv_fds(self.zsock, 1 << 16, 8)
         except BlockingIOError:
             return
+        except ConnectionError:  # it died before reading what we sent
+            data, fds = b"", []
         if not data:
             self._zygote_died()
             return
@@ -854,11 +945,14 @@ class Supervisor:
             slot.child = child
             slot.state = "starting"
             self.selector.register(child.proto, selectors.EVENT_READ, ("spare", slot))
+            child.boot_timer = self.call_later(
+                BOOT_TIMEOUT, lambda: self._boot_timed_out(slot, child)
+            )
         elif op == "spawn_failed":
             slot = self.slots[message["slot"]]
-            log(f"slot {slot.index}: spawn failed: {message['error']}")
-            slot.state = "broken"
-            self.call_later(1.0, lambda: self._spawn(slot))
+            slot.state = "cleaning"
+            self._boot_failed(self._boot_of(slot).key, f"cannot fork: {message['error']}")
+            self._spawn(slot)  # parked until the back-off step ends
         elif op == "exit":
             slot = self.pid_slot.pop(message["pid"], None)
             if slot is None:
@@ -875,8 +969,7 @@ class Supervisor:
                 and slot.child.pid == message["pid"]
                 and slot.state == "ready"
             ):
-                log(f"slot {slot.index}: spare exited before use (status {status})")
-                self._retire_spare(slot)
+                self._retire_spare(slot, f"it ended before its first run (status {status})")
             elif (
                 slot.child is not None
                 and slot.child.pid == message["pid"]
@@ -885,7 +978,8 @@ class Supervisor:
                 self._retire_warm(slot)
 
     def _spare_ready(self, slot: Slot) -> None:
-        """The spare reports it is sandboxed; a spare that failed set-up sends an error instead."""
+        """The spare says it is sandboxed ({"t": "ready"}), a Node spare then that its engine
+        booted (a second one); a spare that failed says why ({"t": "error"}), or just ends."""
         child = slot.child
         if child is None:
             return
@@ -893,47 +987,51 @@ class Supervisor:
             data = os.read(child.proto, 4096)
         except BlockingIOError:
             return
-        self.selector.unregister(child.proto)
-        if data.startswith(b'{"t": "ready"}\n') and slot.state == "starting":
+        child.boot += data
+        events = [_event(line) for line in bytes(child.boot).split(b"\n")[:-1]]
+        readies = sum(1 for event in events if event.get("t") == "ready")
+        if data and readies == len(events) and len(child.boot) < READ_SIZE:
+            if readies < (2 if child.kind == "node" else 1):
+                return  # Node is still booting
+            self.selector.unregister(child.proto)
+            if child.boot_timer is not None:
+                child.boot_timer[2] = None
             slot.state = "ready"
-            slot.failures = 0
-            self._check_health()
+            self._boot_worked("zygote")
+            self._boot_worked(self._boot_of(slot).key)
             self._dispatch()
             return
-        log(f"slot {slot.index}: spare failed: {data.decode('utf-8', 'replace').strip()[:500]}")
-        self._retire_spare(slot)
+        errors = [str(event.get("message", "")) for event in events if event.get("t") == "error"]
+        self._retire_spare(slot, errors[0] if errors else _gist(_read_available(child.stderr)))
 
-    def _retire_spare(self, slot: Slot) -> None:
+    def _boot_timed_out(self, slot: Slot, child: Child) -> None:
+        if slot.child is child and slot.state == "starting":
+            self._retire_spare(slot, f"not ready after {BOOT_TIMEOUT:g} s")
+
+    def _retire_spare(self, slot: Slot, error: str) -> None:
+        """A spare that failed to start, or ended before its first run: its language backs off;
+        the slot is cleaned and waits for the end of the step (parked)."""
         if slot.child is not None:
             with contextlib.suppress(OSError):
                 os.killpg(slot.child.pid, signal.SIGKILL)
             self._close_child(slot.child)
         slot.child = None
-        slot.failures += 1
         slot.state = "cleaning"
-        self.call_later(min(5.0, 0.05 * 2**slot.failures), lambda: self._clean(slot))
-        self._check_health()
-
-    def _check_health(self) -> None:
-        """When no general slot can make a working spare, fail queued runs instead of parking them."""
-        broken = all(s.failures >= BROKEN_AFTER for s in self.slots if s.kind == "general")
-        if broken != self.broken:
-            self.broken = broken
-            message = "no sandbox slot can start (see the runner's log)" if broken else ""
-            self.send_api({"op": "health", "ok": not broken, "message": message})
-        if broken:
-            pending, self.pending = self.pending, deque()
-            for run in pending:
-                self._finish_early(run, "runner", "no sandbox slot can start")
+        self._boot_failed(self._boot_of(slot).key, error)
+        self._clean(slot)
 
     def _zygote_died(self) -> None:
-        log("zygote died; restarting it")
+        status = None
         if self.zygote is not None:
             with contextlib.suppress(Exception):
                 self.zygote.kill()
-                self.zygote.wait(5)
+                status = self.zygote.wait(5)
+        if self.zsock is not None:
+            self.selector.unregister(self.zsock)
+            self.zsock.close()
+            self.zsock = None  # slots park until _retry starts it again
         self.pid_slot.clear()
-        self._start_zygote()  # first: ending the runs below already asks it for new spares
+        self._boot_failed("zygote", f"it ended (status {status})")
         for slot in self.slots:
             if slot.run is not None and not slot.run.finished:
                 self._kill_run(slot.run, "runner", "the runner's zygote died")
@@ -944,6 +1042,160 @@ class Supervisor:
                     slot.child = None
                 slot.state = "cleaning"
                 self._clean(slot)
+
+    # ---------------------------------------------------------------- languages
+
+    def _boot_of(self, slot: Slot) -> Boot:
+        return self.boots["javascript" if slot.kind == "node" else "python"]
+
+    def _needs(self, language: str) -> list[Boot]:
+        """What must start for a run of `language`, the cause first: the zygote forks every
+        sandbox; Go binaries, and Node where there is no Node slot, run in general slots."""
+        boots = self.boots
+        if language == "python":
+            return [boots["zygote"], boots["python"]]
+        if language == "javascript":
+            general = [] if self.node_slots else [boots["python"]]
+            return [boots["zygote"], *general, boots["javascript"]]
+        return [boots["zygote"], boots["python"], boots["go"]]
+
+    def _probes_itself(self, boot: Boot) -> bool:
+        """Whether the next start of `boot` is tried by us (the zygote, a spare) when its back-off
+        step ends; else (Go, Node without Node slots) the next run or compile is that try."""
+        return boot.key in ("zygote", "python") or (boot.key == "javascript" and self.node_slots)
+
+    def _missing(self, key: str) -> str:
+        """What a language lacks here for sure (its program, its engine), or ""."""
+        if key == "javascript":
+            engine = os.path.join(self.engines_dir, "engine.js")
+            return _not_executable(self.s["node"]) or (
+                "" if os.path.isfile(engine) else f"{engine} is missing"
+            )
+        if key == "go":
+            return _not_executable(self.s["go"])
+        return ""
+
+    def _refusal(self, language: str) -> str:
+        """Why a run of `language` is refused now ("" when it is taken): something it needs
+        failed to start BROKEN_AFTER times in a row. A run refused ends at once (reason
+        "runner") instead of waiting for its timeout."""
+        for boot in self._needs(language):
+            if boot.ready() or (not self._probes_itself(boot) and not boot.waiting()):
+                continue
+            return f"{LANGUAGE_NAMES[language]} cannot run on this runner now: {boot.describe()}"
+        return ""
+
+    def _language_status(self, language: str) -> wire.LanguageStatus:
+        boots = self._needs(language)
+        broken = [boot for boot in boots if not boot.ready()]
+        failing = broken or [boot for boot in boots if boot.failures]
+        if not failing:
+            return {"ready": True, "error": "", "failures": 0, "retry_in": 0.0}
+        boot = failing[0]
+        return {
+            "ready": not broken,
+            "error": boot.describe() if broken else "",
+            "failures": boot.failures,
+            "retry_in": round(max(0.0, boot.retry_at - time.monotonic()), 3),
+        }
+
+    def _settled(self, language: str) -> bool:
+        """At start-up: whether `language` has shown that it runs, or that it cannot."""
+        boots = self._needs(language)
+        if any(not boot.ready() for boot in boots):
+            return True
+        return all(boot.started for boot in boots if self._probes_itself(boot))
+
+    def _report(self, force: bool = False) -> None:
+        """Tell the API: "ready" once every language has started or failed to (or BOOT_SETTLE
+        passed), then a "status" frame whenever a language's status changes."""
+        languages = {name: self._language_status(name) for name in wire.LANGUAGES}
+        status: wire.SupervisorStatus = {**self.status, "languages": languages}
+        seen = {
+            name: (language["ready"], language["error"], language["failures"])
+            for name, language in status["languages"].items()
+        }
+        if not self.announced:
+            if not force and not all(self._settled(name) for name in wire.LANGUAGES):
+                return
+            self.announced = True
+            self.send_api({"op": "ready", "status": status})
+        elif seen != self.reported:
+            self.send_api({"op": "status", "status": status})
+        self.reported = seen
+
+    def _boot_failed(self, key: str, error: str, *, certain: bool = False) -> None:
+        boot = self.boots[key]
+        counted = boot.failed(error, certain)
+        if boot.timer is None:
+            delay = max(0.0, boot.retry_at - time.monotonic())
+            boot.timer = self.call_later(delay, lambda: self._retry(key))
+        if counted:
+            self._fail_refused()
+            self._report()
+
+    def _boot_worked(self, key: str) -> None:
+        boot = self.boots[key]
+        first = not boot.started
+        if boot.worked():
+            self._unpark(None if key == "zygote" else key)
+            self._report()
+        elif first:
+            if key != "zygote":
+                self._unpark(key)  # the rest of its spares
+            self._report()  # may complete the start-up
+
+    def _retry(self, key: str) -> None:
+        """A back-off step ended: try one start (a spare, the zygote, a look for a missing
+        program); how it ends decides the next step."""
+        boot = self.boots[key]
+        boot.timer = None
+        problem = self._missing(key)
+        if problem:
+            self._boot_failed(key, problem, certain=True)
+        elif boot.certain:
+            self._boot_worked(key)  # what was missing is there now
+        elif key == "zygote":
+            try:
+                self._start_zygote()
+            except OSError as exc:
+                self._boot_failed(key, f"cannot start it: {exc}")
+                return
+            self._unpark()
+        else:
+            kind = "node" if key == "javascript" else "general"
+            parked = [slot for slot in self.slots if slot.kind == kind and slot.state == "parked"]
+            if parked:
+                self._spawn(parked[0])
+
+    def _unpark(self, key: str | None = None) -> None:
+        for slot in self.slots:
+            if slot.state == "parked" and key in (None, self._boot_of(slot).key):
+                self._spawn(slot)  # parks it again while its language backs off
+
+    def _fail_refused(self) -> None:
+        """Runs waiting for a language that cannot run now end at once."""
+        waiting, self.pending = self.pending, deque()
+        for run in waiting:
+            refusal = self._refusal(run.language)
+            if refusal:
+                self._finish_early(run, "runner", refusal)
+            else:
+                self.pending.append(run)
+
+    def _node_started_for(self, run: Run, outcome: dict[str, Any]) -> None:
+        """Node started for this run in a general slot (no Node spare was free): a start of
+        Node like a spare's. One that ended before its engine booted fails as the runner's."""
+        if run.engine_ready:
+            self._boot_worked("javascript")
+            return
+        if outcome["reason"] not in ("exception", "killed"):
+            return  # a limit of the run's (timeout, memory, ...), or the runner's already
+        error = _gist("\n".join(str(entry[1]) for entry in run.logs if entry[0] == "error"))
+        self._boot_failed("javascript", error)
+        why = f"Node.js cannot start: {error}"
+        outcome["reason"] = "runner"
+        outcome["error"] = f"JavaScript cannot run on this runner now: {why}"
 
     # ---------------------------------------------------------------- dispatch
 
@@ -957,16 +1209,18 @@ class Supervisor:
         for candidate in self.slots:
             if candidate.state == "recycling":
                 recycling[candidate.warm_key] = recycling.get(candidate.warm_key, 0) + 1
-            elif (
-                candidate.kind == "general"
-                and candidate.state in ("new", "spawning", "starting", "cleaning")
-                and candidate.failures < BROKEN_AFTER
+            elif candidate.kind == "general" and candidate.state in (
+                "new",
+                "spawning",
+                "starting",
+                "cleaning",
             ):
                 recycling[FRESH_GENERAL] += 1
-            elif (
-                candidate.kind == "node"
-                and candidate.state in ("new", "spawning", "starting", "cleaning")
-                and candidate.failures < BROKEN_AFTER
+            elif candidate.kind == "node" and candidate.state in (
+                "new",
+                "spawning",
+                "starting",
+                "cleaning",
             ):
                 recycling[FRESH] += 1
         while self.pending:
@@ -1204,6 +1458,10 @@ class Supervisor:
             run.reason = "output"
             run.reason_message = f"output over the limit of {self.s['output_bytes']} bytes"
             return
+        if name == "stdout" and run.stdout is not None:
+            run.stdout += data
+            if run.program:
+                return
         # Only the new bytes are searched for line ends; a partial line is moved once per line.
         buffer = run.buffers.setdefault(fd, bytearray())
         start = 0
@@ -1226,10 +1484,13 @@ class Supervisor:
     def _line(self, run: Run, name: str, raw: bytes) -> None:
         now = time.time()
         if name != "proto":
+            if name == "stdout" and run.program:
+                return
             text = raw.decode("utf-8", "replace")
-            run.logs.append(
-                ["info" if name == "stdout" else "error", text[: self.max_log_chars], now]
-            )
+            entry = ["info" if name == "stdout" else "error", text[: self.max_log_chars], now]
+            run.logs.append(entry)
+            if name == "stdout" and run.stdout is not None:
+                run.stdout_logs.append(entry)
             return
         try:
             message = wire.loads(raw)
@@ -1249,6 +1510,10 @@ class Supervisor:
             run.result = message
         elif kind == "error":
             run.error = message
+        elif kind == "ready":
+            run.engine_ready = True  # Node booted in this run's slot
+        elif kind == "script" and run.language == "javascript":
+            run.program = True
         elif kind == "done":
             code = message.get("code", 0)
             run.done_code = code if isinstance(code, int) and not isinstance(code, bool) else 1
@@ -1314,6 +1579,8 @@ class Supervisor:
                     self._consume(run, fd, name, data)
                 self._flush_partial(run, fd, name)
         outcome = self._outcome(run)
+        if run.argv is not None and run.argv == self.child_cfg["node_argv"]:
+            self._node_started_for(run, outcome)
         self.send_api({"op": "done", "id": run.id, "outcome": outcome})
         self.running -= 1
         if slot is not None and child is not None and self._reusable(run, slot, outcome):
@@ -1482,6 +1749,11 @@ class Supervisor:
                 error = f"exited with status {code}" + (f": {tail}" if tail else "")
         duration = time.monotonic() - run.started if run.started else 0.0
         result = run.result or {}
+        logs = run.logs
+        if run.program and run.stdout is not None:
+            result = {"value": run.stdout.decode("utf-8", "replace")}
+            dropped = {id(entry) for entry in run.stdout_logs}
+            logs = [entry for entry in logs if id(entry) not in dropped]
         return {
             "ok": reason is None,
             "result": str(result.get("value", "")),
@@ -1489,7 +1761,7 @@ class Supervisor:
             "content_type": str(result.get("content_type", "text")),
             "reason": reason,
             "error": error,
-            "logs": run.logs,
+            "logs": logs,
             "duration": duration,
         }
 
@@ -1579,6 +1851,11 @@ class Supervisor:
             if self.child_cfg["mountns"] and os.path.dirname(path) == self.go_bin_dir:
                 path = os.path.join(SANDBOX_GO_DIR, os.path.basename(path))
             run.argv = [path]
+            import golang  # there: it just compiled the source
+
+            if golang.is_program(run.source):
+                # No engine reads a request (nor its secrets): the program gets an empty stdin.
+                run.program, run.stdout, run.payload = True, bytearray(), b""
             self.pending.append(run)
             self._dispatch()
 
@@ -1594,8 +1871,9 @@ class Supervisor:
         if key in self.go_jobs:
             self.go_jobs[key].append(done)
             return
-        if not os.path.exists(os.path.join(ENGINES_DIR, "golang.py")):
-            done(None, "runner: Go is not available on this runner")
+        go = self.boots["go"]
+        if not go.ready() and go.waiting():
+            done(None, f"runner: Go cannot compile on this runner now: {go.describe()}")
             return
         self.go_jobs[key] = [done]
         self.go_waiting.append((key, source))
@@ -1656,6 +1934,9 @@ class Supervisor:
             error = answer.get("error")
             if path:
                 self.go_cache[key] = path
+                self._boot_worked("go")
+            elif error and error.startswith("runner: "):
+                self._boot_failed("go", error.removeprefix("runner: "))
             elif group >= 0 and self.cgroups.oom_kills(group) > oom_before:
                 error = (
                     f"the code needs more than {self.s['go_build_memory_mb']} MB to compile "
@@ -1685,6 +1966,11 @@ class Supervisor:
         os.setsid()
         for path in self.cgroups.procs_files(group) if group >= 0 else []:
             write_text(path, str(os.getpid()))
+        # Read as root: the engines' copy may sit where the build user cannot go (a work dir
+        # under a private tmp).
+        import golang
+
+        engine_go = golang.ENGINE_GO.read_bytes()
         cache_dir = self.go_cache_dir
         drop = self.root and self.child_cfg["mountns"]
         if drop:
@@ -1709,10 +1995,10 @@ class Supervisor:
             os.setresgid(self.build_uid, self.build_uid, self.build_uid)
             os.setresuid(self.build_uid, self.build_uid, self.build_uid)
         check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
-        import golang
-
         try:
-            path = golang.compile(source, go=self.s["go"], cache_dir=cache_dir, timeout=seconds)
+            path = golang.compile(
+                source, go=self.s["go"], cache_dir=cache_dir, timeout=seconds, engine_go=engine_go
+            )
         except golang.CompileFailed as exc:
             return {"error": exc.message}
         except Exception as exc:
@@ -1749,6 +2035,48 @@ class Supervisor:
             self.slot_networks.remove()
         if self.zsock is not None:
             self.zsock.close()
+
+
+def _install_engines(target: str) -> str:
+    """Copy the engines where every sandbox user may read them: the checkout may sit where they
+    cannot (a private temp dir, /root, a umask of 077), and the rest of it is not theirs to read."""
+    shutil.copytree(
+        ENGINES_DIR, target, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True
+    )
+    for root, _, files in os.walk(target):
+        os.chmod(root, 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644)
+    return target
+
+
+def _event(line: bytes) -> dict[str, Any]:
+    """One JSON line of a child's protocol fd ({} for anything else)."""
+    try:
+        event = wire.loads(line)
+    except ValueError:
+        return {}
+    return event if isinstance(event, dict) else {}
+
+
+def _read_available(fd: int) -> str:
+    try:
+        return os.read(fd, READ_SIZE).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _gist(output: str) -> str:
+    """What went wrong, from a program's error output: its first error line (Node prints
+    "Error: Cannot find module ..." amid a stack), else its last line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.split(":", 1)[0].endswith(("Error", "Exception"))]
+    found = errors[0] if errors else lines[-1] if lines else "it ended before it was ready"
+    return found[:300]
+
+
+def _not_executable(path: str) -> str:
+    return "" if os.path.isfile(path) and os.access(path, os.X_OK) else f"{path} is not a program"
 
 
 def _wipe(directory: str) -> None:
@@ -1873,9 +2201,7 @@ def main() -> None:
     supervisor = Supervisor(sock)
     signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
-        supervisor.start(init)
-        status = dict(supervisor.status)
-        supervisor.send_api({"op": "ready", "status": status})
+        supervisor.start(init)  # "ready" goes out from the loop (_report)
         supervisor.loop()
     finally:
         supervisor.shutdown()

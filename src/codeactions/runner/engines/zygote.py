@@ -280,6 +280,18 @@ def _within(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip("/") + "/")
 
 
+def _closed_above(path: str) -> str | None:
+    """The top-most dir above `path` that other users may not enter (a home such as /root, a
+    private temp dir), or None: the sandbox user could not reach `path` through it."""
+    current = ""
+    for part in path.strip("/").split("/")[:-1]:
+        current += "/" + part
+        with contextlib.suppress(OSError):
+            if not os.stat(current).st_mode & 0o001:
+                return current
+    return None
+
+
 def _private_mounts(
     tmpfs_mb: int,
     uid: int,
@@ -303,9 +315,12 @@ def _private_mounts(
         os.mkdir(sandbox_go_dir, 0o711)
         mount(go_bin_dir, sandbox_go_dir, None, MS_BIND, None)
     hidden = ["/tmp", "/var/tmp", "/dev/shm", work_dir]
+    # A kept path under a dir the sandbox user may not enter (an interpreter in /root/x): that
+    # dir gets an empty tmpfs too (what it held is not the sandbox's to see), the path remade in it.
+    closed = sorted({top for path in KEEP_VISIBLE if (top := _closed_above(path))})
     # The engines and the user-code interpreter's libraries must stay visible even when the
     # checkout lives under a dir about to be hidden (a clone in /tmp): park them in /run first.
-    kept = [path for path in KEEP_VISIBLE if any(_within(path, top) for top in hidden)]
+    kept = [path for path in KEEP_VISIBLE if any(_within(path, top) for top in hidden + closed)]
     for index, path in enumerate(kept):
         os.makedirs(f"{PARKED}/{index}", 0o755)
         mount(path, f"{PARKED}/{index}", None, MS_BIND | MS_REC, None)
@@ -317,6 +332,9 @@ def _private_mounts(
     # The on-disk work dir (other slots' dirs, the Go cache) is of no use inside: hide it.
     if os.path.isdir(work_dir):
         mount("tmpfs", work_dir, "tmpfs", flags, "size=64k,mode=0711")
+    for top in closed:
+        if os.path.isdir(top):  # not gone already under a tmpfs above
+            mount("tmpfs", top, "tmpfs", flags, "size=64k,mode=0711")
     # The host's cgroup tree names other slots, other instances and the supervisor's pid.
     if os.path.isdir("/sys/fs/cgroup"):
         mount(

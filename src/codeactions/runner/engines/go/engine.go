@@ -2,7 +2,7 @@
 //
 // Protocol (spoken by the runner supervisor):
 //
-//	stdin  <- one JSON line {run_id, code_id, params, headers, method, max_log_chars, body_size},
+//	stdin  <- one JSON line {run_id, code_id, params, headers, method, secrets, max_log_chars, body_size},
 //	          then body_size raw bytes: the body
 //	fd 3   -> JSON lines {"t":"log",...} | {"t":"result",...} | {"t":"error","kind":"exception",...}
 //	stdout/stderr are left alone: the supervisor keeps them as info/error logs.
@@ -20,6 +20,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"sort"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -34,6 +35,7 @@ type Engine struct {
 	Log     *ca_Log
 	Result  *ca_Result
 	Request *ca_Request
+	Secrets *ca_Secrets
 }
 
 // ca_Request mirrors the Python engine's engine.request.
@@ -63,6 +65,28 @@ func (p *ca_Params) Items() map[string]string {
 		items[k] = v
 	}
 	return items
+}
+
+// ca_Secrets holds the project's secrets for this run.
+type ca_Secrets struct{ values map[string]string }
+
+// Get returns the secret's value, "" when absent.
+func (s *ca_Secrets) Get(name string) string { return s.values[name] }
+
+// Has tells whether the project has a secret of that name.
+func (s *ca_Secrets) Has(name string) bool {
+	_, ok := s.values[name]
+	return ok
+}
+
+// Keys returns the secrets' names (not their values), sorted.
+func (s *ca_Secrets) Keys() []string {
+	names := make([]string, 0, len(s.values))
+	for name := range s.values {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
 }
 
 type ca_Header struct{ values map[string][]string }
@@ -161,6 +185,7 @@ type ca_RunRequest struct {
 	BodySize    int                 `json:"body_size"`
 	Headers     map[string][]string `json:"headers"`
 	Method      string              `json:"method"`
+	Secrets     map[string]string   `json:"secrets"`
 	MaxLogChars *int                `json:"max_log_chars"`
 }
 
@@ -262,6 +287,9 @@ func main() {
 	if request.Headers == nil {
 		request.Headers = map[string][]string{}
 	}
+	if request.Secrets == nil {
+		request.Secrets = map[string]string{}
+	}
 	params := &ca_Params{values: request.Params}
 	header := &ca_Header{values: request.Headers}
 	log := &ca_Log{events: events, maxChars: maxChars}
@@ -271,6 +299,7 @@ func main() {
 		Params: params, Header: header, Body: body, Method: request.Method, Log: log,
 		Result:  &ca_Result{events: events},
 		Request: &ca_Request{Params: params, Header: header, Body: body, Method: request.Method, Log: log},
+		Secrets: &ca_Secrets{values: request.Secrets},
 	}
 	if !ca_call(engine, events) {
 		os.Exit(1)
