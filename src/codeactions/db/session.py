@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import event, make_url
+from sqlalchemy import Engine, event, make_url
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -91,6 +93,33 @@ def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+# How long a read or write on the event loop's own SQLite connection waits for another writer
+# before it hands the work to a path that may wait (a thread, the async engine).
+INLINE_BUSY_MS = 20
+
+
+def inline_sqlite_engine(path: str, *, busy_ms: int = INLINE_BUSY_MS) -> Engine:
+    """A plain (synchronous) engine on the SQLite file, for statements of tens of microseconds
+    run in the event loop, where the async driver's thread hop would cost more than the work."""
+    engine = create_sync_engine(
+        f"sqlite:///{path}",
+        connect_args={"check_same_thread": False},
+        pool_reset_on_return=None,
+    )
+
+    def pragmas(dbapi_conn: Any, record: Any) -> None:
+        sqlite_pragmas(dbapi_conn, record)
+        dbapi_conn.execute(f"PRAGMA busy_timeout={busy_ms}")
+
+    event.listen(engine, "connect", pragmas)
+    return engine
+
+
+def is_busy(exc: OperationalError) -> bool:
+    """SQLite gave up waiting for another writer (the inline path's cue to go the slow way)."""
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

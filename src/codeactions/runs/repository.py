@@ -12,9 +12,7 @@ from sqlalchemy import (
     ColumnElement,
     Engine,
     Executable,
-    create_engine,
     delete,
-    event,
     insert,
     or_,
     select,
@@ -26,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from codeactions.codes.repository import get_by_any_id, is_object_id, parse_uuid
 from codeactions.db.listing import AllRows, all_rows, page_of
 from codeactions.db.models import Code, CodeLog, CodeRun, utcnow
-from codeactions.db.session import sqlite_pragmas
+from codeactions.db.session import inline_sqlite_engine, is_busy
 
 
 async def code_of_run(session: AsyncSession, run: CodeRun) -> Code | None:
@@ -89,8 +87,8 @@ class RunBook:
         self._sync: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
         if sqlite_path is not None:
-            self._inline = _sqlite_engine(sqlite_path, busy_ms=INLINE_BUSY_MS)
-            self._sync = _sqlite_engine(sqlite_path, busy_ms=30_000)
+            self._inline = inline_sqlite_engine(sqlite_path)
+            self._sync = inline_sqlite_engine(sqlite_path, busy_ms=30_000)
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="runbook")
 
     async def start(self, run: CodeRun) -> None:
@@ -136,7 +134,7 @@ class RunBook:
             _run_transaction(self._inline, statements)
             return
         except OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
+            if not is_busy(exc):
                 raise
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._thread, _run_transaction, self._sync, statements)
@@ -147,24 +145,6 @@ class RunBook:
         for engine in (self._inline, self._sync):
             if engine is not None:
                 engine.dispose()
-
-
-INLINE_BUSY_MS = 20
-
-
-def _sqlite_engine(path: str, *, busy_ms: int) -> Engine:
-    engine = create_engine(
-        f"sqlite:///{path}",
-        connect_args={"check_same_thread": False},
-        pool_reset_on_return=None,
-    )
-
-    def pragmas(dbapi_conn: Any, record: Any) -> None:
-        sqlite_pragmas(dbapi_conn, record)
-        dbapi_conn.execute(f"PRAGMA busy_timeout={busy_ms}")
-
-    event.listen(engine, "connect", pragmas)
-    return engine
 
 
 def _run_transaction(engine: Engine, statements: list[tuple[Executable, Any]]) -> None:

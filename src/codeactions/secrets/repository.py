@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
-from sqlalchemy import Engine, bindparam, create_engine, event, select, update
+from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from codeactions.db.models import Secret
-from codeactions.db.session import sqlite_pragmas
+from codeactions.db.session import inline_sqlite_engine, is_busy
 from codeactions.errors import SecretNameTaken
 
 
@@ -76,12 +75,7 @@ class ProjectValues:
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._inline: Engine | None = None
         if sqlite_path is not None:
-            self._inline = create_engine(
-                f"sqlite:///{sqlite_path}",
-                connect_args={"check_same_thread": False},
-                pool_reset_on_return=None,
-            )
-            event.listen(self._inline, "connect", _inline_pragmas)
+            self._inline = inline_sqlite_engine(sqlite_path)
 
     async def of_project(self, project_uuid: str) -> list[tuple[str, str]]:
         params = {"project_uuid": project_uuid}
@@ -90,7 +84,7 @@ class ProjectValues:
                 with self._inline.connect() as conn:
                     return [(name, value) for name, value in conn.execute(_OF_PROJECT, params)]
             except OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
+                if not is_busy(exc):
                     raise
         async with self._engine.connect() as conn:
             return [(name, value) for name, value in await conn.execute(_OF_PROJECT, params)]
@@ -98,14 +92,6 @@ class ProjectValues:
     def close(self) -> None:
         if self._inline is not None:
             self._inline.dispose()
-
-
-def _inline_pragmas(dbapi_conn: Any, record: Any) -> None:
-    sqlite_pragmas(dbapi_conn, record)
-    dbapi_conn.execute(f"PRAGMA busy_timeout={INLINE_BUSY_MS}")
-
-
-INLINE_BUSY_MS = 20
 
 
 async def values_after(

@@ -1209,20 +1209,8 @@ class Supervisor:
         for candidate in self.slots:
             if candidate.state == "recycling":
                 recycling[candidate.warm_key] = recycling.get(candidate.warm_key, 0) + 1
-            elif candidate.kind == "general" and candidate.state in (
-                "new",
-                "spawning",
-                "starting",
-                "cleaning",
-            ):
-                recycling[FRESH_GENERAL] += 1
-            elif candidate.kind == "node" and candidate.state in (
-                "new",
-                "spawning",
-                "starting",
-                "cleaning",
-            ):
-                recycling[FRESH] += 1
+            elif candidate.state in ("new", "spawning", "starting", "cleaning"):
+                recycling[FRESH_GENERAL if candidate.kind == "general" else FRESH] += 1
         while self.pending:
             run = self.pending.popleft()
             slot = self._pick(run, recycling) if self.running < self.capacity else None
