@@ -24,7 +24,9 @@ from codeactions.config import (
     SpoolSettings,
 )
 from codeactions.db.migrate import upgrade
+from codeactions.db.session import create_engine, create_sessionmaker
 from codeactions.main import create_app
+from tests.codes.support import FakeOidc
 
 ADMIN_TOKEN = "test-admin-token"
 PG_ADMIN_URL = os.environ.get(
@@ -145,8 +147,18 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
+def app_parts(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Parts `app` hands to `create_app` instead of those its lifespan builds: a fake OIDC
+    verifier, off (every token refused, as without OIDC) until `enable_users` turns it on. A test
+    hands more with `@pytest.mark.parametrize("app_parts", [{"runner": FakeRunner}],
+    indirect=True)`: each value is called for a fresh part."""
+    given: dict[str, Callable[[], Any]] = getattr(request, "param", {})
+    return {"oidc": FakeOidc(), **{name: make() for name, make in given.items()}}
+
+
+@pytest.fixture
+async def app(settings: Settings, app_parts: dict[str, Any]) -> AsyncIterator[FastAPI]:
+    application = create_app(settings, **app_parts)
     async with application.router.lifespan_context(application):
         yield application
 
@@ -159,3 +171,27 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 ADMIN = {"Authorization": f"Token {ADMIN_TOKEN}"}
+
+
+class Sessions:
+    """A sessionmaker for `create_app(sessionmaker=...)`: sessions of the real database until a
+    test sets `failing` (the database going away), then whatever `failing` does."""
+
+    def __init__(self, database: DatabaseSettings) -> None:
+        self.engine = create_engine(database)
+        self.working = create_sessionmaker(self.engine)
+        self.failing: Callable[[], Any] | None = None
+
+    def __call__(self) -> Any:
+        return (self.failing or self.working)()
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[Sessions]:
+    """`Sessions` of the test's database."""
+    made = Sessions(DatabaseSettings(url=database_url))
+    yield made
+    await made.close()

@@ -11,9 +11,9 @@ import pytest
 
 from codeactions.config import Settings
 from codeactions.main import create_app
+from tests.auth.test_route_auth import routes
 from tests.conftest import ADMIN
 from tests.runs.conftest import PROJECT, FakeRunner
-from tests.test_route_auth import routes
 
 DEEP = "[" * 200_000 + "]" * 200_000
 # Just under the parser's stack on its own, over it once the request's frames are counted.
@@ -23,9 +23,9 @@ EMAIL = "member@example.com"
 
 @pytest.fixture
 async def client(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(make_settings())
+    # The execution routes run, and answer what the fake runner says.
+    app = create_app(make_settings(), runner=FakeRunner())
     async with app.router.lifespan_context(app):
-        app.state.runner = FakeRunner()  # the execution routes run, and answer what it says
         # A 500 is answered, not raised into the test.
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:

@@ -17,9 +17,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from codeactions.access import repository as access_repository
 from codeactions.auth.principals import Principal
 from codeactions.config import Settings
 from codeactions.db.models import Project, UserPermission
+from codeactions.db.session import SESSIONMAKER
 from codeactions.errors import BadRequest
 from codeactions.main import create_app
 from codeactions.projects import consumers, repository, service
@@ -37,17 +39,16 @@ BAD_IDENTIFIERS = {"nul": "\x00", "unit-separator": "\x1f", "del": "\x7f", "c1":
 
 @pytest.fixture
 async def api(make_settings: Callable[..., Settings]) -> AsyncIterator[Api]:
-    app = create_app(make_settings())
+    runner = FakeRunner()
+    verifier = FakeVerifier(
+        {
+            **USERS,
+            "moderator-token": Principal(kind="user", email=MODERATOR),
+            "nul-email-token": Principal(kind="user", email="moderator\x00@example.com"),
+        }
+    )
+    app = create_app(make_settings(), runner=runner, oidc=verifier)
     async with app.router.lifespan_context(app):
-        runner = FakeRunner()
-        app.state.runner = runner
-        app.state.oidc = FakeVerifier(
-            {
-                **USERS,
-                "moderator-token": Principal(kind="user", email=MODERATOR),
-                "nul-email-token": Principal(kind="user", email="moderator\x00@example.com"),
-            }
-        )
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             api = Api(app, client, runner)
@@ -349,7 +350,7 @@ async def test_run_and_log_query_values_with_nul_are_400(api: Api, path: str, na
 
 @pytest.mark.parametrize("bad", [*BAD_IDENTIFIERS.values(), "\ud800"])
 async def test_services_refuse_identifiers_with_control_characters(api: Api, bad: str) -> None:
-    async with api.app.state.sessionmaker() as session:
+    async with api.app.state.parts[SESSIONMAKER]() as session:
         calls = [
             service.create_project(session, uuid=f"p{bad}q", name="n"),
             service.add_permission(session, project_uuid=f"p{bad}q", email="a@x.org", role=1),
@@ -366,18 +367,18 @@ async def test_services_refuse_identifiers_with_control_characters(api: Api, bad
 
 
 async def test_services_store_names_with_nul_and_lone_surrogates_replaced(api: Api) -> None:
-    async with api.app.state.sessionmaker() as session:
+    async with api.app.state.parts[SESSIONMAKER]() as session:
         project = await service.create_project(session, uuid="p", name="a\x00b\ud800")
         assert project.name == "a\ufffdb\ufffd"
         await session.commit()
-    async with api.app.state.sessionmaker() as session:
+    async with api.app.state.parts[SESSIONMAKER]() as session:
         assert await session.scalar(select(Project.name).where(Project.uuid == "p")) == (
             "a\ufffdb\ufffd"
         )
 
 
 async def test_consumer_events_with_nul_are_refused_or_stored(api: Api) -> None:
-    async with api.app.state.sessionmaker() as session:
+    async with api.app.state.parts[SESSIONMAKER]() as session:
         with pytest.raises(BadRequest, match="control characters"):
             await consumers.apply_project_created(
                 session, json.dumps({"uuid": "p\x00", "name": "n"}).encode()
@@ -397,7 +398,7 @@ async def test_consumer_events_with_nul_are_refused_or_stored(api: Api) -> None:
             session, json.dumps({"uuid": "p", "name": "n\x00"}).encode()
         )
         await session.commit()
-    async with api.app.state.sessionmaker() as session:
+    async with api.app.state.parts[SESSIONMAKER]() as session:
         assert await session.scalar(select(Project.name).where(Project.uuid == "p")) == "n\ufffd"
         permissions = select(UserPermission).where(UserPermission.project_uuid == "p")
         assert (await session.scalars(permissions)).all() == []
@@ -405,7 +406,7 @@ async def test_consumer_events_with_nul_are_refused_or_stored(api: Api) -> None:
 
 async def test_repository_lookups_with_unstorable_text_find_nothing(api: Api) -> None:
     """What no row can hold matches no row, on both databases, without reaching the query."""
-    async with api.app.state.sessionmaker() as session:
+    async with api.app.state.parts[SESSIONMAKER]() as session:
         await repository.insert_project_if_missing(session, uuid="p\ufffd", name="n")
         await repository.upsert_permission(
             session, project_uuid="p\ufffd", email="a\ufffd@x.org", role=1
@@ -413,13 +414,13 @@ async def test_repository_lookups_with_unstorable_text_find_nothing(api: Api) ->
         for unstorable in ("\x00", "\ud800"):
             assert await repository.get_project(session, uuid=f"p{unstorable}") is None
             assert (
-                await repository.get_permission(
+                await access_repository.get_permission(
                     session, project_uuid=f"p{unstorable}", email="a\ufffd@x.org"
                 )
                 is None
             )
             assert (
-                await repository.get_permission(
+                await access_repository.get_permission(
                     session, project_uuid="p\ufffd", email=f"a{unstorable}@x.org"
                 )
                 is None

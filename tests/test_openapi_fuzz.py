@@ -9,8 +9,7 @@ Reproduce a failure with the seed it prints: `CODEACTIONS_FUZZ_SEED=<seed> pytes
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,18 +42,10 @@ def app(sqlite_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[F
             database=DatabaseSettings(url=sqlite_url),
             auth=AuthSettings(token=ADMIN_TOKEN),
             runner=RunnerSettings(enabled=False, work_dir=str(tmp_path_factory.mktemp("runner"))),
-        )
+        ),
+        # Runs complete (the sandbox stays off): the execution routes answer as they do in service.
+        runner=FakeRunner(),
     )
-    started = application.router.lifespan_context
-
-    # Runs complete (the sandbox stays off): the execution routes answer as they do in service.
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with started(app):
-            app.state.runner = FakeRunner()
-            yield
-
-    application.router.lifespan_context = lifespan
     yield application
     # Schemathesis runs the app and its lifespan on its own event-loop thread.
     shutdown_lifespans()

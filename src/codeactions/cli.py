@@ -73,7 +73,7 @@ def _upgrade_or_exit(settings: Settings, revision: str) -> None:
 @app.command("clean")
 def clean_command() -> None:
     """Delete runs and logs older than the retention period now (one pass, holding the lock)."""
-    from codeactions.ops.cleaner import clean_now
+    from codeactions.runs.cleaner import clean_now
 
     result = asyncio.run(clean_now(Settings()))
     if result is None:

@@ -71,12 +71,9 @@ class SecretNotFound(NotFound):
     message = "secret not found"
 
 
-class Conflict(AppError):
+class SecretNameTaken(AppError):
     status_code = 409
-    message = "already exists"
 
-
-class SecretNameTaken(Conflict):
     def __init__(self, name: str) -> None:
         super().__init__(f"secret with name '{name}' already exists in this project")
 
@@ -89,6 +86,16 @@ class PayloadTooLarge(AppError):
 class RunTimedOut(AppError):
     status_code = 408
     message = "timeout: request context timeout limit exceeded"
+
+
+class RunFailed(AppError):
+    """The code ran and failed: the caller gets a short message with the run id, no traceback."""
+
+    status_code = 500
+
+    def __init__(self, message: str, *, status_code: int = 500) -> None:
+        super().__init__(message)
+        self.status_code = status_code
 
 
 class RateLimited(AppError):

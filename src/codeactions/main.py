@@ -3,37 +3,71 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from codeactions import __version__
-from codeactions.codes.cache import CodeCache
+from codeactions.auth.dependencies import VERIFIER, TokenVerifier
+from codeactions.codes.cache import CODE_CACHE, CodeCache
 from codeactions.config import Settings
-from codeactions.db.session import create_engine, create_sessionmaker
+from codeactions.db.session import ENGINE, SESSIONMAKER, create_engine, create_sessionmaker
 from codeactions.errors import ErrorBoundary, install_error_handlers
 from codeactions.http import CorsMiddleware, HeaderLimit
-from codeactions.logs.store import build_log_store
+from codeactions.logs.factory import build_log_store
+from codeactions.logs.store import LOG_STORE, LogStore
 from codeactions.ops.docs import install_docs
-from codeactions.ops.health import Health
+from codeactions.ops.health import HEALTH, Health, standard_checks
 from codeactions.ops.logging import RequestContextMiddleware, configure_logging, init_sentry
-from codeactions.ops.metrics import Metrics, MetricsMiddleware
-from codeactions.ratelimit.base import build_rate_limiter
-from codeactions.runs.journal import OutcomeJournal
-from codeactions.runs.repository import RunBook
-from codeactions.secrets.crypto import secret_box
+from codeactions.ops.metrics import METRICS, Metrics, MetricsMiddleware
+from codeactions.parts import SETTINGS, Parts
+from codeactions.ratelimit.base import LIMITER, RateLimiter
+from codeactions.ratelimit.factory import build_rate_limiter
+from codeactions.runner.base import RUNNER, Runner
+from codeactions.runs.cleaner import CLEANER, RetentionCleaner
+from codeactions.runs.journal import JOURNAL, OutcomeJournal
+from codeactions.runs.queue import RUN_QUEUE, RUN_TASKS, Caps, RunQueue
+from codeactions.runs.repository import RUN_BOOK, RunBook
+from codeactions.secrets.crypto import SECRET_BOX, secret_box
 from codeactions.secrets.repository import ProjectValues
-from codeactions.secrets.service import SecretVault
+from codeactions.secrets.service import SECRET_VAULT, SecretVault
 from codeactions.spool import destination_spool, spool_root
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runner: Runner | None = None,
+    oidc: TokenVerifier | None = None,
+    limiter: RateLimiter | None = None,
+    log_store: LogStore | None = None,
+    sessionmaker: async_sessionmaker[AsyncSession] | None = None,
+    secret_vault: SecretVault | None = None,
+) -> FastAPI:
+    """The app for `settings` (read from the environment when none). Its lifespan builds every
+    part and keeps them in `app.state.parts` (`codeactions.parts`), which routes take as typed
+    dependencies.
+
+    A part given here (a test's fake, mostly) is used instead of the one the lifespan would build,
+    and stays the caller's: the lifespan neither starts nor closes it. A given `oidc` verifies
+    tokens whether or not `settings` enable OIDC.
+    """
     settings = settings or Settings()
+    metrics = Metrics(
+        code_labels=settings.server.metrics_code_labels,
+        project_labels=settings.server.metrics_project_labels,
+        workers=settings.runner.slots,
+        queue_capacity=settings.runner.queue_size,
+    )
+    code_cache = CodeCache(settings.code.cache_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -41,38 +75,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         init_sentry(settings.server)
         async with AsyncExitStack() as stack:
             stack.callback(log.info, "shutdown complete")  # runs last, after everything closed
-            app.state.started_at = time.time()
-            engine = create_engine(settings.database)
-            stack.push_async_callback(engine.dispose)
-            app.state.engine = engine
-            app.state.sessionmaker = create_sessionmaker(engine)
-            app.state.secret_box = secret_box(settings)
-            secret_values = ProjectValues(engine, settings.database.sqlite_path)
-            stack.callback(secret_values.close)
-            app.state.secret_vault = SecretVault(
-                secret_values,
-                app.state.secret_box,
-                timeout=settings.database.connect_timeout + settings.database.command_timeout,
+            parts = Parts()
+            app.state.parts = parts
+            await _start_parts(
+                settings,
+                stack,
+                parts,
+                metrics=metrics,
+                code_cache=code_cache,
+                runner=runner,
+                oidc=oidc,
+                limiter=limiter,
+                log_store=log_store,
+                sessionmaker=sessionmaker,
+                secret_vault=secret_vault,
             )
-            app.state.run_book = RunBook(engine, settings.database.sqlite_path)
-            stack.callback(app.state.run_book.close)
-            spools = spool_root(settings.spool, settings.database)
-            journal = OutcomeJournal(
-                app.state.run_book,
-                destination_spool(settings.spool, spools, "outcomes", settings.database.async_url),
-            )
-            journal.start()
-            stack.push_async_callback(journal.close, settings.server.shutdown_grace_seconds)
-            app.state.journal = journal
-
-            app.state.limiter = build_rate_limiter(settings.ratelimit)
-            stack.push_async_callback(app.state.limiter.close)
-            app.state.log_store = build_log_store(
-                settings.logs, app.state.sessionmaker, spools=spools, spool=settings.spool
-            )
-            await app.state.log_store.start()
-            stack.push_async_callback(app.state.log_store.close)
-            await _start_components(app, settings, stack)
             yield
 
     app = FastAPI(
@@ -83,97 +100,202 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # served by install_docs, with local assets
         redoc_url=None,
     )
-    app.state.settings = settings
-    app.state.metrics = Metrics(
-        code_labels=settings.server.metrics_code_labels,
-        project_labels=settings.server.metrics_project_labels,
-        workers=settings.runner.slots,
-        queue_capacity=settings.runner.queue_size,
-    )
-    app.state.health = Health(settings)
-    app.state.code_cache = CodeCache(settings.code.cache_seconds)
     install_error_handlers(app)
     # Innermost: whatever a route lets escape is answered here, and the connection stays usable.
     app.add_middleware(ErrorBoundary)
     app.add_middleware(HeaderLimit, max_bytes=settings.server.max_header_bytes)
     app.add_middleware(CorsMiddleware, origins=settings.server.cors_origins)
     # Added last = outermost: every response (CORS ones included) is measured and has a request id.
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestContextMiddleware)
     _include_routers(app)
     install_docs(app)
     return app
 
 
-async def _start_components(app: FastAPI, settings: Settings, stack: AsyncExitStack) -> None:
-    """Optional parts; each module adds itself here."""
-    app.state.oidc = None
-    if settings.auth.oidc_enabled:
+async def _start_parts(
+    settings: Settings,
+    stack: AsyncExitStack,
+    parts: Parts,
+    *,
+    metrics: Metrics,
+    code_cache: CodeCache,
+    runner: Runner | None,
+    oidc: TokenVerifier | None,
+    limiter: RateLimiter | None,
+    log_store: LogStore | None,
+    sessionmaker: async_sessionmaker[AsyncSession] | None,
+    secret_vault: SecretVault | None,
+) -> None:
+    """Build (or take as given) and start every part, each closed by `stack` if built here, and
+    set it in `parts`."""
+    started_at = time.time()
+    engine = create_engine(settings.database)
+    stack.push_async_callback(engine.dispose)
+    if sessionmaker is None:
+        sessionmaker = create_sessionmaker(engine)
+    box = secret_box(settings)
+    if secret_vault is None:
+        secret_values = ProjectValues(engine, settings.database.sqlite_path)
+        stack.callback(secret_values.close)
+        secret_vault = SecretVault(
+            secret_values,
+            box,
+            timeout=settings.database.connect_timeout + settings.database.command_timeout,
+        )
+    run_book = RunBook(engine, settings.database.sqlite_path)
+    stack.callback(run_book.close)
+    spools = spool_root(settings.spool, settings.database)
+    journal = OutcomeJournal(
+        run_book,
+        destination_spool(settings.spool, spools, "outcomes", settings.database.async_url),
+    )
+    journal.start()
+    stack.push_async_callback(journal.close, settings.server.shutdown_grace_seconds)
+
+    if limiter is None:
+        limiter = build_rate_limiter(settings.ratelimit)
+        stack.push_async_callback(limiter.close)
+    if log_store is None:
+        log_store = build_log_store(
+            settings.logs, sessionmaker, spools=spools, spool=settings.spool
+        )
+        await log_store.start()
+        stack.push_async_callback(log_store.close)
+    # Optional parts; each module adds itself here.
+    if oidc is None and settings.auth.oidc_enabled:
         from codeactions.auth.oidc import OidcVerifier
 
         verifier = OidcVerifier(settings.auth)
         stack.push_async_callback(verifier.close)
-        app.state.oidc = verifier
-    await _start_execution(app, settings, stack)
-    app.state.consumers = None
+        oidc = verifier
+    if runner is None:
+        runner = await _start_runner(settings, stack)
+    run_queue, run_tasks = _start_execution(
+        settings, stack, metrics=metrics, sessionmaker=sessionmaker
+    )
+    consumers = None
     if settings.rabbitmq.url:
         from codeactions.projects.consumers import start_consumers
 
-        metrics: Metrics = app.state.metrics
         consumers = await start_consumers(
             settings.rabbitmq,
-            app.state.sessionmaker,
+            sessionmaker,
             on_handled=lambda name, outcome: metrics.event_handled(consumer=name, outcome=outcome),
         )
         stack.push_async_callback(consumers.close)
-        app.state.consumers = consumers
-    app.state.cleaner = None
+    cleaner = None
     if settings.cleaner.enabled:
-        from codeactions.ops.cleaner import start_cleaner
+        cleaner = await _start_cleaner(
+            settings, stack, engine=engine, sessionmaker=sessionmaker, log_store=log_store
+        )
+    parts[SETTINGS] = settings
+    parts[METRICS] = metrics
+    parts[CODE_CACHE] = code_cache
+    parts[ENGINE] = engine
+    parts[SESSIONMAKER] = sessionmaker
+    parts[SECRET_BOX] = box
+    parts[SECRET_VAULT] = secret_vault
+    parts[RUN_BOOK] = run_book
+    parts[JOURNAL] = journal
+    parts[LIMITER] = limiter
+    parts[LOG_STORE] = log_store
+    parts[VERIFIER] = oidc
+    parts[RUNNER] = runner
+    parts[RUN_QUEUE] = run_queue
+    parts[RUN_TASKS] = run_tasks
+    # Imported here, as `start_consumers` is: importing the app does not load the AMQP client.
+    from codeactions.projects.consumers import CONSUMERS
 
-        await start_cleaner(app, settings, stack)
+    parts[CONSUMERS] = consumers
+    parts[CLEANER] = cleaner
+    checks = standard_checks(
+        settings,
+        sessionmaker=sessionmaker,
+        journal_status=journal.consumer.status,
+        limiter=limiter,
+        consumers=consumers,
+        log_store=log_store,
+        runner=runner,
+    )
+    parts[HEALTH] = Health(settings, checks, started_at)
 
 
-async def _start_execution(app: FastAPI, settings: Settings, stack: AsyncExitStack) -> None:
-    """The runner, the bounded run queue, in-flight runs drained on shutdown, the run reaper."""
-    from codeactions.runs.queue import Caps, RunQueue
-    from codeactions.runs.reaper import run_reaper
+async def _start_runner(settings: Settings, stack: AsyncExitStack) -> Runner:
+    """The sandbox runner, or one that answers 503 when it is turned off."""
     from codeactions.runs.service import DisabledRunner
 
+    runner: Runner
     if settings.runner.enabled:
         from codeactions.runner.sandbox import SandboxRunner
 
-        app.state.runner = SandboxRunner(settings.runner, settings.logs)
+        runner = SandboxRunner(settings.runner, settings.logs)
     else:
-        app.state.runner = DisabledRunner()
-    await app.state.runner.start()
-    # Read at shutdown: tests may swap the runner after start.
-    stack.push_async_callback(lambda: app.state.runner.close())
+        runner = DisabledRunner()
+    await runner.start()
+    stack.push_async_callback(runner.close)
+    return runner
+
+
+def _start_execution(
+    settings: Settings,
+    stack: AsyncExitStack,
+    *,
+    metrics: Metrics,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> tuple[RunQueue, set[asyncio.Task[Any]]]:
+    """The bounded run queue, in-flight runs drained on shutdown, the run reaper."""
+    from codeactions.runs.reaper import run_reaper
+
     runner = settings.runner
-    app.state.run_queue = RunQueue(
+    run_queue = RunQueue(
         slots=runner.slots,
         queue_size=runner.queue_size,
         project=Caps(running=runner.project_concurrency, waiting=runner.project_queued),
         code=Caps(running=runner.code_concurrency, waiting=runner.code_queued),
-        metrics=app.state.metrics,
+        metrics=metrics,
     )
-    app.state.run_tasks = set()
+    run_tasks: set[asyncio.Task[Any]] = set()
 
     async def drain() -> None:
         # Runs in flight finish (and get recorded) before the runner and database close.
-        if app.state.run_tasks:
-            await asyncio.wait(
-                list(app.state.run_tasks), timeout=settings.server.shutdown_grace_seconds
-            )
+        if run_tasks:
+            await asyncio.wait(list(run_tasks), timeout=settings.server.shutdown_grace_seconds)
 
     stack.push_async_callback(drain)
-    reaper = asyncio.create_task(run_reaper(app.state.sessionmaker), name="run-reaper")
+    reaper = asyncio.create_task(run_reaper(sessionmaker), name="run-reaper")
 
     async def stop_reaper() -> None:
         reaper.cancel()
         await asyncio.gather(reaper, return_exceptions=True)
 
     stack.push_async_callback(stop_reaper)
+    return run_queue, run_tasks
+
+
+async def _start_cleaner(
+    settings: Settings,
+    stack: AsyncExitStack,
+    *,
+    engine: AsyncEngine,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    log_store: LogStore,
+) -> RetentionCleaner:
+    """The daily retention cleaner, running until shutdown."""
+    from codeactions.runs.cleaner import build_cleaner
+
+    cleaner = await build_cleaner(
+        settings, engine=engine, sessionmaker=sessionmaker, log_store=log_store, stack=stack
+    )
+    task = asyncio.create_task(cleaner.run_daily(), name="retention-cleaner")
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    stack.push_async_callback(stop)
+    return cleaner
 
 
 def _include_routers(app: FastAPI) -> None:

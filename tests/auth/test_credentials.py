@@ -8,6 +8,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from codeactions.auth.dependencies import VERIFIER
 from codeactions.auth.oidc import OidcVerifier
 from codeactions.config import AuthSettings, Settings
 from codeactions.main import create_app
@@ -68,7 +69,7 @@ async def test_lifespan_builds_the_verifier_only_when_oidc_is_enabled(
     for auth, expected in ((oidc_settings(provider), OidcVerifier), (AuthSettings(), type(None))):
         app = create_app(make_settings(auth=auth))
         async with app.router.lifespan_context(app):
-            assert isinstance(app.state.oidc, expected)
+            assert isinstance(app.state.parts[VERIFIER], expected)
 
 
 async def test_oidc_user_token_reaches_the_route(

@@ -6,8 +6,10 @@ import re
 
 from fastapi import FastAPI
 
+from codeactions.auth.dependencies import VERIFIER
 from codeactions.auth.principals import Principal
 from codeactions.db.models import UserPermission
+from codeactions.db.session import SESSIONMAKER
 from codeactions.errors import Unauthorized
 from codeactions.runner.base import CompileError
 
@@ -23,10 +25,15 @@ GO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")
 
 
 class FakeOidc:
-    """Stands in for the OIDC verifier: the token `user:<email>` is that user, anything else is refused."""
+    """Stands in for the OIDC verifier (the `app` fixture hands one to `create_app`). Off, it
+    refuses every token, as an app without OIDC does; on, the token `user:<email>` is that user,
+    anything else is refused."""
+
+    def __init__(self) -> None:
+        self.on = False
 
     async def principal(self, token: str) -> Principal:
-        if not token.startswith("user:"):
+        if not self.on or not token.startswith("user:"):
             raise Unauthorized("not authorized")
         return Principal(kind="user", email=token.removeprefix("user:"))
 
@@ -37,8 +44,8 @@ def as_user(email: str) -> dict[str, str]:
 
 async def enable_users(app: FastAPI) -> None:
     """Turn on the fake OIDC and give the standard users their roles."""
-    app.state.oidc = FakeOidc()
-    async with app.state.sessionmaker() as session, session.begin():
+    app.state.parts[VERIFIER].on = True
+    async with app.state.parts[SESSIONMAKER]() as session, session.begin():
         session.add_all(
             [
                 UserPermission(project_uuid=PROJECT, email=VIEWER, role=1),

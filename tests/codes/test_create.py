@@ -8,6 +8,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from codeactions.ops.metrics import METRICS
+from codeactions.runner.base import RUNNER
 from tests.codes.conftest import SOURCE, create_code
 from tests.codes.support import (
     CONTRIBUTOR,
@@ -153,26 +155,26 @@ async def test_timeout_outside_5_to_300_is_400(client: httpx.AsyncClient, given:
 
 async def test_create_records_the_metric(client: httpx.AsyncClient, app: FastAPI) -> None:
     calls: list[dict[str, str]] = []
-    app.state.metrics.code_created = lambda **kw: calls.append(kw)
+    app.state.parts[METRICS].code_created = lambda **kw: calls.append(kw)
     response = await create_code(client)
     assert calls == [{"project_uuid": PROJECT, "code_id": response.json()["id"]}]
 
 
+@pytest.mark.parametrize("app_parts", [{"runner": FakeRunner}], indirect=True)
 async def test_go_compile_errors_are_400_with_the_compiler_message(
-    client: httpx.AsyncClient, app: FastAPI
+    client: httpx.AsyncClient,
 ) -> None:
-    app.state.runner = FakeRunner()
     response = await create_code(client, "func main() {}", language="go")
     assert response.status_code == 400
     assert response.json() == {"message": "./main.go:1:1: expected 'package', found 'EOF'"}
     assert (await create_code(client, "package main", language="go")).status_code == 201
 
 
+@pytest.mark.parametrize("app_parts", [{"runner": FakeRunner}], indirect=True)
 async def test_only_go_sources_go_through_the_compiler(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:
-    runner = FakeRunner()
-    app.state.runner = runner
+    runner = app.state.parts[RUNNER]
     assert (await create_code(client, "print(1)", language="python")).status_code == 201
     assert (await create_code(client, "x()", language="javascript")).status_code == 201
     assert runner.checked == []

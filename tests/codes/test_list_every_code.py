@@ -13,6 +13,7 @@ from sqlalchemy import insert
 
 from codeactions.db.listing import CHUNK_ROWS
 from codeactions.db.models import Code
+from codeactions.db.session import SESSIONMAKER
 from tests.codes.support import OTHER_PROJECT, OUTSIDER, PROJECT, VIEWER, as_user
 from tests.conftest import ADMIN
 
@@ -40,7 +41,7 @@ async def add_codes(
                 "updated_at": stamp,
             }
         )
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app.state.parts[SESSIONMAKER]() as session, session.begin():
         await session.execute(insert(Code), rows)
     return [(row["created_at"], row["id"], row["type"]) for row in rows]
 

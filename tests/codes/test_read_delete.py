@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from codeactions.db.models import Code, CodeRun
+from codeactions.db.session import SESSIONMAKER
 from tests.codes.conftest import create_code
 from tests.codes.support import (
     CONTRIBUTOR,
@@ -40,7 +41,7 @@ async def _adopted_code(app: FastAPI) -> Code:
         created_at=datetime(2024, 5, 1, 12, 0, 0, 120000, tzinfo=UTC),
         updated_at=datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC),
     )
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app.state.parts[SESSIONMAKER]() as session, session.begin():
         session.add(code)
     return code
 
@@ -233,13 +234,13 @@ async def test_delete_answers_200_with_an_empty_body_and_keeps_runs(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:
     code_id = (await create_code(client)).json()["id"]
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app.state.parts[SESSIONMAKER]() as session, session.begin():
         session.add(CodeRun(code_id=uuid.UUID(code_id), status="completed"))
     response = await client.delete(f"/code/{code_id}", headers=ADMIN)
     assert response.status_code == 200
     assert response.content == b""
     assert (await client.get(f"/code/{code_id}", headers=ADMIN)).status_code == 404
-    async with app.state.sessionmaker() as session:
+    async with app.state.parts[SESSIONMAKER]() as session:
         runs = (await session.scalars(select(CodeRun))).all()
     assert [r.code_id for r in runs] == [uuid.UUID(code_id)]
 

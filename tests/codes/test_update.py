@@ -6,6 +6,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from codeactions.ops.metrics import METRICS
 from tests.codes.conftest import SOURCE, create_code
 from tests.codes.support import CONTRIBUTOR, OUTSIDER, PROJECT, VIEWER, FakeRunner, as_user
 from tests.conftest import ADMIN
@@ -132,15 +133,15 @@ async def test_contributor_can_patch_code(client: httpx.AsyncClient) -> None:
 async def test_patch_records_the_update_metric(client: httpx.AsyncClient, app: FastAPI) -> None:
     code_id = await _code_id(client)
     calls: list[dict[str, str]] = []
-    app.state.metrics.code_updated = lambda **kw: calls.append(kw)
+    app.state.parts[METRICS].code_updated = lambda **kw: calls.append(kw)
     await client.patch(f"/code/{code_id}", content="x", headers=ADMIN)
     assert calls == [{"project_uuid": PROJECT, "code_id": code_id}]
 
 
+@pytest.mark.parametrize("app_parts", [{"runner": FakeRunner}], indirect=True)
 async def test_switching_a_code_to_go_compiles_its_stored_source(
-    client: httpx.AsyncClient, app: FastAPI
+    client: httpx.AsyncClient,
 ) -> None:
-    app.state.runner = FakeRunner()
     code_id = await _code_id(client)
     response = await client.patch(f"/code/{code_id}", params={"language": "go"}, headers=ADMIN)
     assert response.status_code == 400

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from codeactions.config import RunnerSettings, Settings
 from codeactions.db.models import CodeLib
+from codeactions.db.session import SESSIONMAKER
 from tests.codes.support import VIEWER, as_user, enable_users
 from tests.conftest import ADMIN, needs_runtime
 
@@ -36,7 +37,7 @@ def settings(make_settings: Callable[..., Settings], tmp_path: Path) -> Settings
 async def test_lists_installed_libraries_and_codelibs_sorted_by_name(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app.state.parts[SESSIONMAKER]() as session, session.begin():
         session.add_all(
             [
                 CodeLib(name="beautifulsoup4", language="python"),

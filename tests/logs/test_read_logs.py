@@ -11,7 +11,8 @@ import pytest
 from fastapi import FastAPI
 
 from codeactions.db.models import Code, CodeRun
-from codeactions.logs.store import LogEntry
+from codeactions.db.session import SESSIONMAKER
+from codeactions.logs.store import LOG_STORE, LogEntry
 from tests.codes.support import GO_TIME, OUTSIDER, PROJECT, VIEWER, as_user, enable_users
 from tests.conftest import ADMIN
 
@@ -36,7 +37,7 @@ async def _seed(app: FastAPI, *, lines: int = 3, mongo_object_id: str | None = N
         timeout=60,
         mongo_object_id=mongo_object_id,
     )
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app.state.parts[SESSIONMAKER]() as session, session.begin():
         session.add(code)
         await session.flush()
         run = CodeRun(
@@ -59,7 +60,7 @@ async def _seed(app: FastAPI, *, lines: int = 3, mongo_object_id: str | None = N
         )
         for i in range(lines)
     ]
-    await app.state.log_store.write(entries)
+    await app.state.parts[LOG_STORE].write(entries)
     return Fixture(code=code, run=run, logs=entries)
 
 
@@ -237,7 +238,7 @@ async def test_a_member_cannot_read_another_runs_logs_by_naming_their_own_code(
 ) -> None:
     mine = await _seed(app)
     theirs = await _seed(app)
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app.state.parts[SESSIONMAKER]() as session, session.begin():
         code = await session.get(Code, theirs.code.id)
         assert code is not None
         code.project_uuid = "another-project"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pytest
@@ -20,10 +19,16 @@ from codeactions.config import (
     RunnerSettings,
     Settings,
 )
+from codeactions.db.session import SESSIONMAKER
+from codeactions.logs.store import LOG_STORE
 from codeactions.main import create_app
-from codeactions.ops.health import Health
+from codeactions.ops.health import Health, standard_checks
+from codeactions.parts import SETTINGS
+from codeactions.projects.consumers import CONSUMERS
+from codeactions.ratelimit.base import LIMITER
 from codeactions.runner.wire import LANGUAGES, Language, LanguageStatus, RunnerStatus
-from tests.conftest import need_service
+from codeactions.runs.journal import JOURNAL
+from tests.conftest import Sessions, need_service
 
 DEAD_PG = "postgresql://postgres@127.0.0.1:1/test"  # nothing listens on port 1
 
@@ -35,8 +40,8 @@ def settings_for(tmp_path: Path, **groups: Any) -> Settings:
     return Settings(**groups)
 
 
-async def started(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
+async def started(settings: Settings, **parts: Any) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, **parts)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -104,16 +109,15 @@ async def test_rabbitmq_unreachable_is_reported_and_the_api_still_serves(tmp_pat
 async def test_a_hanging_dependency_answers_within_the_timeout(tmp_path: Path) -> None:
     limiter = RateLimitSettings(redis_url="redis://127.0.0.1:1/0")
     health = HealthSettings(cache_seconds=0, timeout_seconds=0.3)
-    async for client in started(settings_for(tmp_path, ratelimit=limiter, health=health)):
 
-        class Hanging:
-            async def ping(self) -> None:
-                await asyncio.sleep(30)
+    class Hanging:
+        async def ping(self) -> None:
+            await asyncio.sleep(30)
 
-            async def close(self) -> None: ...
+        async def close(self) -> None: ...
 
-        app: FastAPI = client.app  # type: ignore[attr-defined]
-        app.state.limiter = Hanging()
+    settings = settings_for(tmp_path, ratelimit=limiter, health=health)
+    async for client in started(settings, limiter=Hanging()):
         loop = asyncio.get_running_loop()
         began = loop.time()
         response = await client.get("/health")
@@ -127,10 +131,11 @@ async def test_the_answer_is_cached_for_the_configured_time(
     tmp_path: Path, cache_seconds: float, expected: int
 ) -> None:
     health = HealthSettings(cache_seconds=cache_seconds, timeout_seconds=2)
-    async for client in started(settings_for(tmp_path, health=health)):
+    settings = settings_for(tmp_path, health=health)
+    sessions = Sessions(settings.database)
+    async for client in started(settings, sessionmaker=sessions):
         first = await client.get("/health")
         assert first.status_code == 200
-        app: FastAPI = client.app  # type: ignore[attr-defined]
 
         class Broken:
             async def __aenter__(self) -> Any:
@@ -138,11 +143,12 @@ async def test_the_answer_is_cached_for_the_configured_time(
 
             async def __aexit__(self, *exc: object) -> None: ...
 
-        app.state.sessionmaker = lambda: Broken()
+        sessions.failing = lambda: Broken()
         second = await client.get("/health")
         assert second.status_code == expected
         if expected == 200:
             assert second.json()["timestamp"] == first.json()["timestamp"]
+    await sessions.close()
 
 
 async def test_each_app_has_its_own_cache(tmp_path: Path) -> None:
@@ -192,7 +198,7 @@ async def test_the_runner_is_checked_when_enabled(app: FastAPI, tmp_path: Path) 
         def status(self) -> RunnerStatus:
             return self._status
 
-    settings = app.state.settings.model_copy(
+    settings = app.state.parts[SETTINGS].model_copy(
         update={"runner": RunnerSettings(enabled=True, work_dir=str(tmp_path))}
     )
     node = "Node.js cannot start: Error: Cannot find module '/x/engine.js'"
@@ -210,10 +216,17 @@ async def test_the_runner_is_checked_when_enabled(app: FastAPI, tmp_path: Path) 
             f"RuntimeError: {gone}",
         ),
     ):
-        state = SimpleNamespace(
-            sessionmaker=app.state.sessionmaker, runner=StubRunner(status), started_at=0.0
+        parts = app.state.parts
+        checks = standard_checks(
+            settings,
+            sessionmaker=parts[SESSIONMAKER],
+            journal_status=parts[JOURNAL].consumer.status,
+            limiter=parts[LIMITER],
+            consumers=parts[CONSUMERS],
+            log_store=parts[LOG_STORE],
+            runner=StubRunner(status),
         )
-        report = await Health(settings).report(cast(FastAPI, SimpleNamespace(state=state)))
+        report = await Health(settings, checks, started_at=0.0).report()
         runner = report.body["services"]["runner"]
         assert (runner["status"], runner["message"]) == (expected, says)
         assert report.healthy == (expected == "healthy")

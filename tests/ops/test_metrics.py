@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from codeactions.config import ServerSettings, Settings
 from codeactions.main import create_app
-from codeactions.ops.metrics import Metrics
+from codeactions.ops.metrics import METRICS, Metrics
 from tests.conftest import ADMIN
 from tests.runs.conftest import OTHER_PROJECT, PROJECT, FakeRunner
 
@@ -127,42 +127,48 @@ async def test_run_metrics_keep_the_original_names_without_code_labels(
     make_settings: Callable[..., Settings],
 ) -> None:
     app = create_app(make_settings(server=ServerSettings(metrics_project_labels=True)))
-    metrics: Metrics = app.state.metrics
-    metrics.run_finished(
-        project_uuid="p1",
-        code_id="c1",
-        language="python",
-        outcome="completed",
-        reason=None,
-        seconds=0.2,
-    )
-    metrics.run_finished(
-        project_uuid="p1",
-        code_id="c2",
-        language="python",
-        outcome="failed",
-        reason="memory",
-        seconds=1,
-    )
-    metrics.run_finished(
-        project_uuid="p1",
-        code_id="c2",
-        language="go",
-        outcome="timeout",
-        reason="timeout",
-        seconds=5,
-    )
-    metrics.run_finished(
-        project_uuid="p1", code_id="c2", language="go", outcome="rejected", reason=None, seconds=0
-    )
-    metrics.queue_rejected()
-    metrics.rate_limited()
-    metrics.code_created(project_uuid="p1", code_id="c1")
-    metrics.code_updated(project_uuid="p1", code_id="c1")
-    metrics.queue_depth(4, 2, 108)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        text = await scrape(client)
+    async with app.router.lifespan_context(app):
+        metrics: Metrics = app.state.parts[METRICS]
+        metrics.run_finished(
+            project_uuid="p1",
+            code_id="c1",
+            language="python",
+            outcome="completed",
+            reason=None,
+            seconds=0.2,
+        )
+        metrics.run_finished(
+            project_uuid="p1",
+            code_id="c2",
+            language="python",
+            outcome="failed",
+            reason="memory",
+            seconds=1,
+        )
+        metrics.run_finished(
+            project_uuid="p1",
+            code_id="c2",
+            language="go",
+            outcome="timeout",
+            reason="timeout",
+            seconds=5,
+        )
+        metrics.run_finished(
+            project_uuid="p1",
+            code_id="c2",
+            language="go",
+            outcome="rejected",
+            reason=None,
+            seconds=0,
+        )
+        metrics.queue_rejected()
+        metrics.rate_limited()
+        metrics.code_created(project_uuid="p1", code_id="c1")
+        metrics.code_updated(project_uuid="p1", code_id="c1")
+        metrics.queue_depth(4, 2, 108)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            text = await scrape(client)
 
     assert 'ca_run_count{code_id="",project_uuid="p1"} 3.0' in text  # exact original name
     assert "c1" not in text and "c2" not in text  # no per-code series by default
@@ -199,9 +205,8 @@ async def test_metrics_are_per_app(app: FastAPI, client: httpx.AsyncClient) -> N
 
 async def scrape_after_runs_of_two_projects(settings: Settings) -> str:
     """Codes of two projects created and run through the API, then `/metrics` read anonymously."""
-    app = create_app(settings)
+    app = create_app(settings, runner=FakeRunner())
     async with app.router.lifespan_context(app):
-        app.state.runner = FakeRunner()
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             for project in (PROJECT, OTHER_PROJECT):

@@ -11,13 +11,14 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from codeactions.db.models import Project, UserPermission
+from codeactions.db.session import SESSIONMAKER
 from codeactions.errors import BadRequest
 from codeactions.projects import service
 
 
 @pytest.fixture
 async def session(app: FastAPI) -> AsyncIterator[AsyncSession]:
-    async with app.state.sessionmaker() as s:
+    async with app.state.parts[SESSIONMAKER]() as s:
         yield s
         await s.commit()
 

@@ -13,9 +13,11 @@ import pytest
 
 from codeactions.config import RateLimitSettings, Settings
 from codeactions.db.models import Code
+from codeactions.db.session import SESSIONMAKER
 from codeactions.errors import Unavailable
 from codeactions.main import create_app
-from codeactions.ratelimit.base import build_rate_limiter
+from codeactions.ratelimit.base import LIMITER
+from codeactions.ratelimit.factory import build_rate_limiter
 from codeactions.ratelimit.redis import RedisRateLimiter
 from codeactions.runner.base import RunOutcome
 from tests.conftest import need_service
@@ -157,7 +159,9 @@ async def test_two_app_instances_share_one_limit(
         apps[0].router.lifespan_context(apps[0]),
         apps[1].router.lifespan_context(apps[1]),
     ):
-        decisions = await asyncio.gather(*(apps[i % 2].state.limiter.hit(code) for i in range(20)))
+        decisions = await asyncio.gather(
+            *(apps[i % 2].state.parts[LIMITER].hit(code) for i in range(20))
+        )
     assert sum(d.allowed for d in decisions) == 7
 
 
@@ -176,12 +180,12 @@ async def test_two_app_replicas_answer_429_past_the_shared_limit(
 ) -> None:
     need_service("Redis", "127.0.0.1", 6379)
     settings = make_settings(ratelimit=RateLimitSettings(redis_url=REDIS_URL, max_requests=6))
-    apps = [create_app(settings), create_app(settings)]
+    apps = [create_app(settings, runner=OkRunner()), create_app(settings, runner=OkRunner())]
     async with (
         apps[0].router.lifespan_context(apps[0]),
         apps[1].router.lifespan_context(apps[1]),
     ):
-        async with apps[0].state.sessionmaker() as session, session.begin():
+        async with apps[0].state.parts[SESSIONMAKER]() as session, session.begin():
             code = Code(
                 name="limited",
                 type="endpoint",
@@ -190,8 +194,6 @@ async def test_two_app_replicas_answer_429_past_the_shared_limit(
                 project_uuid=str(uuid.uuid4()),
             )
             session.add(code)
-        for app in apps:
-            app.state.runner = OkRunner()
         clients = [
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
             for app in apps

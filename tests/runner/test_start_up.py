@@ -109,7 +109,7 @@ def test_a_clone_in_a_private_temp_dir_runs_python_javascript_and_go(tmp_path: P
     service.start()
     try:
         assert service.process is not None
-        supervisor = str(clone / "src" / "codeactions" / "runner" / "engines" / "supervisor.py")
+        supervisor = str(clone / "src" / "codeactions" / "runner" / "host" / "__main__.py")
         assert any(supervisor in command for command in commands_of_children(service.process.pid))
         for language, source in SOURCES.items():
             response = run(service, save(service, language, source))

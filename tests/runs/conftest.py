@@ -17,9 +17,11 @@ from fastapi import FastAPI
 from codeactions.auth.principals import Principal
 from codeactions.config import Settings
 from codeactions.db.models import Code, CodeRun, UserPermission, utcnow
+from codeactions.db.session import SESSIONMAKER
 from codeactions.errors import Unauthorized
 from codeactions.main import create_app
 from codeactions.runner.base import Language, RunnerStatus, RunOutcome, RunRequest
+from codeactions.runs.queue import RUN_TASKS
 from codeactions.runs.service import DisabledRunner
 
 Behaviour = Callable[[RunRequest], Awaitable[RunOutcome]]
@@ -104,7 +106,7 @@ class Api:
             mongo_object_id=mongo_object_id,
             timeout=timeout_seconds,
         )
-        async with self.app.state.sessionmaker() as session, session.begin():
+        async with self.app.state.parts[SESSIONMAKER]() as session, session.begin():
             session.add(code)
         return code
 
@@ -130,7 +132,7 @@ class Api:
             created_at=stamp,
             updated_at=stamp,
         )
-        async with self.app.state.sessionmaker() as session, session.begin():
+        async with self.app.state.parts[SESSIONMAKER]() as session, session.begin():
             session.add(run)
         return run
 
@@ -138,18 +140,18 @@ class Api:
         """The stored run, once runs still being recorded (answered already) are done."""
         if settle:
             await self.settle()
-        async with self.app.state.sessionmaker() as session:
+        async with self.app.state.parts[SESSIONMAKER]() as session:
             run: CodeRun | None = await session.get(CodeRun, uuid.UUID(run_id))
             return run
 
     async def grant(self, email: str, role: int, project_uuid: str = PROJECT) -> None:
-        async with self.app.state.sessionmaker() as session, session.begin():
+        async with self.app.state.parts[SESSIONMAKER]() as session, session.begin():
             session.add(UserPermission(project_uuid=project_uuid, email=email, role=role))
 
     async def settle(self) -> None:
         """Wait for runs still being recorded in the background."""
         current = asyncio.current_task()
-        tasks = [t for t in self.app.state.run_tasks if t is not current]
+        tasks = [t for t in self.app.state.parts[RUN_TASKS] if t is not current]
         if tasks:
             await asyncio.wait(tasks, timeout=10)
 
@@ -159,16 +161,19 @@ StartApi = Callable[..., Awaitable[Api]]
 
 @pytest.fixture
 async def start_api(make_settings: Callable[..., Settings]) -> AsyncIterator[StartApi]:
-    """Start an app built from `make_settings(**groups)` with a fake runner and fake OIDC."""
+    """Start an app built from `make_settings(**groups)` with a fake runner and fake OIDC;
+    `parts` go to `create_app` too (a test's fakes: a sessionmaker, a secret vault...)."""
     async with AsyncExitStack() as stack:
 
-        async def start(*, real_runner: bool = False, **groups: Any) -> Api:
-            app = create_app(make_settings(**groups))
-            await stack.enter_async_context(app.router.lifespan_context(app))
+        async def start(
+            *, real_runner: bool = False, parts: dict[str, Any] | None = None, **groups: Any
+        ) -> Api:
             runner = FakeRunner()
+            fakes: dict[str, Any] = {"oidc": FakeVerifier(USERS)}
             if not real_runner:
-                app.state.runner = runner
-            app.state.oidc = FakeVerifier(USERS)
+                fakes["runner"] = runner
+            app = create_app(make_settings(**groups), **{**fakes, **(parts or {})})
+            await stack.enter_async_context(app.router.lifespan_context(app))
             transport = httpx.ASGITransport(app=app)
             client = await stack.enter_async_context(
                 httpx.AsyncClient(transport=transport, base_url="http://test")

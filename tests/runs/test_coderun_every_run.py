@@ -18,6 +18,7 @@ from sqlalchemy import event, insert
 
 from codeactions.db.listing import CHUNK_ROWS
 from codeactions.db.models import CodeRun
+from codeactions.db.session import ENGINE, SESSIONMAKER
 from tests.conftest import ADMIN
 from tests.runs.conftest import Api, bearer
 
@@ -53,7 +54,7 @@ async def add_runs(
                 "updated_at": stamp,
             }
         )
-    async with api.app.state.sessionmaker() as session, session.begin():
+    async with api.app.state.parts[SESSIONMAKER]() as session, session.begin():
         await session.execute(insert(CodeRun), rows)
     return [(row["created_at"], row["id"]) for row in rows]
 
@@ -177,7 +178,7 @@ async def test_a_client_going_away_stops_the_listing_and_frees_its_connection(
     chunks = 8
     # Fat runs: the socket's buffers cannot take more than a couple of chunks.
     await add_runs(api, code.id, chunks * CHUNK_ROWS, body="x" * 4000)
-    engine = api.app.state.engine
+    engine = api.app.state.parts[ENGINE]
     reads: list[str] = []
     dropped: list[object] = []
 
@@ -217,7 +218,7 @@ async def test_a_client_going_away_stops_the_listing_and_frees_its_connection(
 async def test_a_database_failing_mid_list_cuts_the_answer_short(api: Api) -> None:
     code = await api.add_code()
     await add_runs(api, code.id, CHUNK_ROWS + 1)
-    engine = api.app.state.engine
+    engine = api.app.state.parts[ENGINE]
     reads: list[str] = []
 
     def fail_second_read(conn: Any, cursor: Any, statement: str, *args: Any) -> None:

@@ -10,9 +10,13 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from codeactions.config import RateLimitSettings, ServerSettings
+from codeactions.db.session import SESSIONMAKER
+from codeactions.ratelimit.base import LIMITER
 from codeactions.runner.base import RunLogLine, RunOutcome, RunRequest
+from codeactions.runs.journal import JOURNAL
 from codeactions.runs.reaper import reap_stale_runs
-from tests.conftest import ADMIN
+from codeactions.runs.repository import RUN_BOOK
+from tests.conftest import ADMIN, Sessions
 from tests.runs.conftest import Api, StartApi
 
 
@@ -33,7 +37,7 @@ async def test_ids_that_name_no_code_leave_no_limiter_state(start_api: StartApi)
     for _ in range(20):
         missing = await api.client.post(f"/action/endpoint/{uuid.uuid4()}")
         assert missing.status_code == 404
-    assert api.app.state.limiter._hits == {}
+    assert api.app.state.parts[LIMITER]._hits == {}
 
 
 async def test_headers_over_the_limit_get_431(start_api: StartApi) -> None:
@@ -48,14 +52,15 @@ async def test_headers_over_the_limit_get_431(start_api: StartApi) -> None:
 
 
 async def test_a_database_outage_answers_503_with_retry_after(
-    api: Api, monkeypatch: pytest.MonkeyPatch
+    start_api: StartApi, sessions: Sessions
 ) -> None:
+    api = await start_api(parts={"sessionmaker": sessions})
     code = await api.add_code()
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
 
-    monkeypatch.setattr(api.app.state, "sessionmaker", broken)
+    sessions.failing = broken
     for method, path in (
         ("GET", f"/code/{code.id}"),
         ("GET", "/coderun"),
@@ -69,12 +74,14 @@ async def test_a_database_outage_answers_503_with_retry_after(
 
 
 async def test_an_unexpected_error_is_a_500_body_not_a_dropped_connection(
-    api: Api, monkeypatch: pytest.MonkeyPatch
+    start_api: StartApi, sessions: Sessions
 ) -> None:
+    api = await start_api(parts={"sessionmaker": sessions})
+
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(api.app.state, "sessionmaker", broken)
+    sessions.failing = broken
     response = await api.client.get(f"/code/{uuid.uuid4()}", headers=ADMIN)
     assert response.status_code == 500
     assert response.json() == {"message": "Internal Server Error"}
@@ -84,7 +91,7 @@ async def test_an_outcome_the_database_refuses_is_journaled_and_written_later(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     code = await api.add_code()
-    book = api.app.state.run_book
+    book = api.app.state.parts[RUN_BOOK]
     real_finish = book.finish
     failures = 3
 
@@ -105,11 +112,11 @@ async def test_an_outcome_the_database_refuses_is_journaled_and_written_later(
     assert response.status_code == 200
     assert response.text == "kept"
     run_id = response.headers["X-Run-Id"]
-    await api.app.state.journal.spool.wait_empty()
+    await api.app.state.parts[JOURNAL].spool.wait_empty()
     run = await api.get_run(run_id)
     assert run is not None
     assert (run.status, run.result) == ("completed", "kept")
     logs = await api.client.get("/codelog", params={"run_id": run_id}, headers=ADMIN)
     assert logs.json()["total"] == 2
     # Long after, the reaper has nothing to say about it.
-    assert await reap_stale_runs(api.app.state.sessionmaker) == 0
+    assert await reap_stale_runs(api.app.state.parts[SESSIONMAKER]) == 0

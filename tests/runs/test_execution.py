@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from codeactions.config import RateLimitSettings, RunnerSettings, ServerSettings
-from codeactions.logs.store import LogQuery
+from codeactions.logs.store import LOG_STORE, LogQuery
 from codeactions.runner.base import RunLogLine, RunOutcome, RunRequest
 from codeactions.runs import repository as run_repository
 from codeactions.runs import service as run_service
@@ -19,7 +19,7 @@ from tests.runs.conftest import OTHER_PROJECT, PROJECT, Api, StartApi
 
 async def logs_of(api: Api, query: LogQuery) -> tuple[list[Any], int]:
     await api.settle()
-    found: tuple[list[Any], int] = await api.app.state.log_store.list(query)
+    found: tuple[list[Any], int] = await api.app.state.parts[LOG_STORE].list(query)
     return found
 
 
@@ -191,10 +191,9 @@ async def test_runner_failure_answers_503(api: Api) -> None:
 
 
 async def test_disabled_runner_answers_503(start_api: StartApi) -> None:
-    api = await start_api()
     from codeactions.runs.service import DisabledRunner
 
-    api.app.state.runner = DisabledRunner()
+    api = await start_api(parts={"runner": DisabledRunner()})
     code = await api.add_code()
     response = await api.client.get(f"/action/endpoint/{code.id}")
     assert response.status_code == 503

@@ -24,6 +24,8 @@ from fastapi import FastAPI
 
 from codeactions.config import AuthSettings, DatabaseSettings, RunnerSettings, Settings
 from codeactions.main import create_app
+from codeactions.parts import SETTINGS
+from codeactions.runner.base import RUNNER
 from tests.conftest import ADMIN, ADMIN_TOKEN, needs_runtime
 from tests.runner.conftest import sandbox_pids
 
@@ -42,7 +44,7 @@ class Service:
 
     @property
     def supervisor_pid(self) -> int:
-        return int(self.app.state.runner.status()["supervisor_pid"])
+        return int(self.app.state.parts[RUNNER].status()["supervisor_pid"])
 
     async def create(
         self, source: str, *, project: str = "tenant-a", language: str = "python", seconds: int = 5
@@ -228,7 +230,7 @@ async def test_a_go_compile_bomb_is_refused_within_its_limits(service: Service) 
     peaks = build_peaks(service.supervisor_pid)
     assert peaks and max(peaks) <= (GO_BUILD_MEMORY_MB + 1) * 1024 * 1024, peaks
     # ... as an unprivileged user, and the cache stays within its bound.
-    owners, size = cache_owners_and_size(Path(service.app.state.settings.runner.work_dir))
+    owners, size = cache_owners_and_size(Path(service.app.state.parts[SETTINGS].runner.work_dir))
     assert 0 not in owners
     assert size <= GO_CACHE_MB * 1024 * 1024
     # Ordinary Go codes still compile and run.

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import literal_column, update
 
 from codeactions.db.models import CodeRun
+from codeactions.db.session import SESSIONMAKER
 from codeactions.runner.base import RunLogLine, RunOutcome, RunRequest
 from tests.conftest import ADMIN
 from tests.runs.conftest import Api
@@ -117,13 +118,13 @@ async def test_a_status_set_as_an_int_or_a_numeric_string_is_kept(
 async def test_runs_stored_with_nan_still_read(api: Api, database_url: str) -> None:
     code = await api.add_code()
     run = await api.add_run(code_id=code.id)
-    async with api.app.state.sessionmaker() as session, session.begin():
+    async with api.app.state.parts[SESSIONMAKER]() as session, session.begin():
         stored = await session.get(CodeRun, run.id)
         assert stored is not None
         stored.extra = {"status_code": math.nan, "content_type": "text", "elapsed": math.inf}
     if database_url.startswith("sqlite"):
         # Rows written before values were cleaned: SQLite kept NaN, and escaped lone surrogates.
-        async with api.app.state.sessionmaker() as session, session.begin():
+        async with api.app.state.parts[SESSIONMAKER]() as session, session.begin():
             await session.execute(
                 update(CodeRun)
                 .where(CodeRun.id == run.id)

@@ -9,7 +9,8 @@ import httpx
 
 from codeactions.config import RunnerSettings
 from codeactions.db.models import Code
-from codeactions.logs.store import LogQuery
+from codeactions.db.session import SESSIONMAKER
+from codeactions.logs.store import LOG_STORE, LogQuery
 from tests.conftest import ADMIN, needs_go, needs_node, needs_runtime
 from tests.runs.conftest import PROJECT, Api, StartApi
 
@@ -37,7 +38,7 @@ async def test_python_code_runs_in_the_sandbox(start_api: StartApi, tmp_path: Pa
         project_uuid=PROJECT,
         timeout=30,
     )
-    async with api.app.state.sessionmaker() as session, session.begin():
+    async with api.app.state.parts[SESSIONMAKER]() as session, session.begin():
         session.add(code)
     response = await api.client.get(
         f"/action/endpoint/{code.id}?name=ada", headers={"x-api-key": "k1"}
@@ -48,7 +49,7 @@ async def test_python_code_runs_in_the_sandbox(start_api: StartApi, tmp_path: Pa
     runs = (await api.client.get(f"/coderun?code_id={code.id}", headers=ADMIN)).json()
     assert runs[0]["status"] == "completed"
     assert runs[0]["headers"]["X-Api-Key"] == ["[REDACTED]"]
-    entries, _ = await api.app.state.log_store.list(LogQuery(run_id=runs[0]["id"]))
+    entries, _ = await api.app.state.parts[LOG_STORE].list(LogQuery(run_id=runs[0]["id"]))
     assert any("hello from the code" in e.content for e in entries)
 
 

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from codeactions.config import ServerSettings
 from codeactions.db.models import utcnow
+from codeactions.db.session import SESSIONMAKER
 from codeactions.runs.reaper import LOST, reap_stale_runs
 from tests.runs.conftest import Api, StartApi
 
@@ -24,7 +25,7 @@ async def test_reaper_fails_runs_left_started(api: Api) -> None:
     done = await api.add_run(
         code_id=code.id, status="completed", created_at=now - timedelta(seconds=900)
     )
-    assert await reap_stale_runs(api.app.state.sessionmaker, now=now) == 1
+    assert await reap_stale_runs(api.app.state.parts[SESSIONMAKER], now=now) == 1
     reaped = await api.get_run(str(lost.id))
     assert reaped is not None and reaped.extra is not None
     assert (reaped.status, reaped.result, reaped.extra["reason"]) == ("failed", LOST, "runner")

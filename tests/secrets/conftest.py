@@ -13,12 +13,14 @@ from sqlalchemy import text
 
 from codeactions.config import Settings
 from codeactions.db.models import Secret
+from codeactions.db.session import ENGINE, SESSIONMAKER
 from codeactions.main import create_app
+from codeactions.parts import SETTINGS
 from tests.codes.support import PROJECT, enable_users
 from tests.conftest import ADMIN
 
 # The run tests' apps with a fake runner, and a real S3 server: the secret tests use them too.
-from tests.logs_s3.conftest import s3_endpoint  # noqa: F401
+from tests.logs.conftest import s3_endpoint  # noqa: F401
 from tests.runs.conftest import api, start_api  # noqa: F401
 
 
@@ -41,7 +43,7 @@ async def create_secret(
 
 async def stored_value(app: FastAPI, secret_id: str) -> str:
     """The `value` column as the database holds it."""
-    async with app.state.engine.connect() as conn:
+    async with app.state.parts[ENGINE].connect() as conn:
         row = await conn.execute(
             text("SELECT value FROM secrets WHERE id = :id"), {"id": _id_param(app, secret_id)}
         )
@@ -50,13 +52,13 @@ async def stored_value(app: FastAPI, secret_id: str) -> str:
 
 def _id_param(app: FastAPI, secret_id: str) -> str:
     # SQLite keeps uuids as 32 hex digits, PostgreSQL as the uuid type.
-    return secret_id.replace("-", "") if app.state.settings.database.is_sqlite else secret_id
+    return secret_id.replace("-", "") if app.state.parts[SETTINGS].database.is_sqlite else secret_id
 
 
 async def insert_secret(app: FastAPI, *, name: str, value: str, project_uuid: str = PROJECT) -> str:
     """A row written straight to the table, `value` as given (as the original wrote them)."""
     secret = Secret(name=name, value=value, project_uuid=project_uuid)
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app.state.parts[SESSIONMAKER]() as session, session.begin():
         session.add(secret)
     return str(secret.id)
 

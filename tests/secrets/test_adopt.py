@@ -21,8 +21,9 @@ from codeactions.config import (
     SpoolSettings,
 )
 from codeactions.db.migrate import upgrade
-from codeactions.secrets.crypto import PREFIX, SecretBox, new_key
-from codeactions.secrets.service import seal_all
+from codeactions.db.session import ENGINE, SESSIONMAKER
+from codeactions.secrets.crypto import PREFIX, SECRET_BOX, SecretBox, new_key
+from codeactions.secrets.service import SECRET_VAULT, seal_all
 from tests.conftest import ADMIN, ADMIN_TOKEN, PG_ADMIN_URL, need_service
 from tests.db.test_adopt_original import ORIGINAL_DDL
 from tests.secrets.conftest import running
@@ -97,7 +98,9 @@ async def test_migrate_adopts_the_originals_secrets_and_keeps_them_readable(
         listed = await client.get("/secret", params={"project_uuid": PROJECT}, headers=ADMIN)
         assert listed.status_code == 200
         assert [(s["name"], s["value"]) for s in listed.json()] == [("API_KEY", "********")]
-        assert await app.state.secret_vault.for_run(PROJECT) == {"API_KEY": "plaintext-from-go"}
+        assert await app.state.parts[SECRET_VAULT].for_run(PROJECT) == {
+            "API_KEY": "plaintext-from-go"
+        }
 
         # The original's unique constraint still answers for the name.
         again = await client.post(
@@ -107,9 +110,9 @@ async def test_migrate_adopts_the_originals_secrets_and_keeps_them_readable(
         )
         assert again.status_code == 409
 
-        report = await seal_all(app.state.sessionmaker, app.state.secret_box)
+        report = await seal_all(app.state.parts[SESSIONMAKER], app.state.parts[SECRET_BOX])
         assert (report.total, report.changed, report.unreadable) == (1, 1, 0)
-        async with app.state.engine.connect() as conn:
+        async with app.state.parts[ENGINE].connect() as conn:
             stored = (await conn.execute(text("SELECT value FROM secrets"))).scalar_one()
         assert stored.startswith(PREFIX)
         assert SecretBox(KEY).unseal(stored) == "plaintext-from-go"

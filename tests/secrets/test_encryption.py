@@ -33,6 +33,7 @@ from codeactions.secrets.crypto import (
     key_file_path,
     new_key,
 )
+from codeactions.secrets.service import SECRET_VAULT
 from tests.codes.support import PROJECT
 from tests.conftest import ADMIN, ADMIN_TOKEN
 from tests.secrets.conftest import create_secret, insert_secret, running, stored_value
@@ -76,7 +77,7 @@ async def test_secrets_under_an_old_key_stay_readable_after_the_key_changes(
     rotated = SecretsSettings(key=KEY, old_keys=[OLD_KEY])
     async with running(make_settings(secrets=rotated)) as (app, client):
         await create_secret(client, name="NEW", value="under-the-new-key")
-        values = await app.state.secret_vault.for_run(PROJECT)
+        values = await app.state.parts[SECRET_VAULT].for_run(PROJECT)
     assert values == {"OLD": "under-the-old-key", "NEW": "under-the-new-key"}
 
 
@@ -86,7 +87,7 @@ async def test_rows_the_original_wrote_in_plaintext_are_read_as_they_are(
     async with running(make_settings(secrets=SecretsSettings(key=KEY))) as (app, client):
         await insert_secret(app, name="LEGACY", value="written-by-the-go-service")
         listed = await client.get("/secret", params={"project_uuid": PROJECT}, headers=ADMIN)
-        values = await app.state.secret_vault.for_run(PROJECT)
+        values = await app.state.parts[SECRET_VAULT].for_run(PROJECT)
     assert listed.json()[0]["value"] == "********"
     assert values == {"LEGACY": "written-by-the-go-service"}
 
@@ -110,7 +111,7 @@ async def test_without_a_key_one_is_generated_beside_the_sqlite_database_and_reu
     assert "generated now" in caplog.text and str(key_file) in caplog.text
 
     async with running(settings) as (app, _):
-        values = await app.state.secret_vault.for_run(PROJECT)
+        values = await app.state.parts[SECRET_VAULT].for_run(PROJECT)
     assert values == {"API_KEY": "kept-across-restarts"}
     assert key_file.read_text().strip() == key  # reused, not replaced
 

@@ -10,6 +10,7 @@ import pytest
 
 from codeactions.config import RunnerSettings
 from codeactions.db.models import Code
+from codeactions.db.session import SESSIONMAKER
 from tests.conftest import ADMIN, needs_runtime
 from tests.runs.conftest import PROJECT, StartApi
 
@@ -43,7 +44,7 @@ async def test_python_code_reads_a_secret_and_only_its_caller_sees_it(
         project_uuid=PROJECT,
         timeout=30,
     )
-    async with api.app.state.sessionmaker() as session, session.begin():
+    async with api.app.state.parts[SESSIONMAKER]() as session, session.begin():
         session.add(code)
 
     response = await api.client.post(f"/action/endpoint/{code.id}")

@@ -14,13 +14,17 @@ from sqlalchemy.exc import OperationalError
 
 from codeactions.config import DatabaseSettings, Settings
 from codeactions.db.session import create_engine
+from codeactions.logs.store import LOG_STORE
 from codeactions.main import create_app
+from codeactions.parts import SETTINGS
 from codeactions.runner.base import RunLogLine, RunOutcome, RunRequest
+from codeactions.runs.journal import JOURNAL
+from codeactions.runs.repository import RUN_BOOK
 from codeactions.secrets.crypto import SecretBox, new_key
 from codeactions.secrets.repository import ProjectValues
-from codeactions.secrets.service import SecretVault
+from codeactions.secrets.service import SECRET_VAULT, SecretVault
 from tests.conftest import ADMIN
-from tests.logs_s3.conftest import s3_settings
+from tests.logs.conftest import s3_settings
 from tests.runs.conftest import OTHER_PROJECT, PROJECT, Api, StartApi, bearer
 from tests.secrets.conftest import insert_secret
 
@@ -235,7 +239,15 @@ async def test_logs_kept_in_s3_are_masked(
         aws_access_key_id="test",
         aws_secret_access_key="test",
     ).create_bucket(Bucket=bucket)
-    app = create_app(make_settings(logs=s3_settings(s3_endpoint, bucket)))
+
+    class Runner:
+        async def run(self, request: RunRequest) -> RunOutcome:
+            return await _leaky(request)
+
+        async def close(self) -> None:
+            return None
+
+    app = create_app(make_settings(logs=s3_settings(s3_endpoint, bucket)), runner=Runner())
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -247,18 +259,9 @@ async def test_logs_kept_in_s3_are_masked(
             assert created.status_code == 201
             api = Api(app, client, runner=None)  # type: ignore[arg-type]
             code = await api.add_code()
-
-            class Runner:
-                async def run(self, request: RunRequest) -> RunOutcome:
-                    return await _leaky(request)
-
-                async def close(self) -> None:
-                    return None
-
-            app.state.runner = Runner()
             response = await client.post(f"/action/endpoint/{code.id}")
             assert response.json() == {"token": TOKEN}
-            await app.state.log_store.flush()
+            await app.state.parts[LOG_STORE].flush()
             logs = await _logs(api, response.headers["X-Run-Id"])
     assert f"calling the API with {MASKED}" in logs
     assert all(TOKEN not in line for line in logs)
@@ -270,7 +273,7 @@ async def test_an_outcome_journaled_while_the_database_is_down_is_stored_masked(
     await _secret(api, "TOKEN", TOKEN)
     api.runner.behaviour = _leaky
     code = await api.add_code()
-    book = api.app.state.run_book
+    book = api.app.state.parts[RUN_BOOK]
     real_finish = book.finish
     failures = 1
 
@@ -284,7 +287,7 @@ async def test_an_outcome_journaled_while_the_database_is_down_is_stored_masked(
     monkeypatch.setattr(book, "finish", failing_finish)
     response = await api.client.post(f"/action/endpoint/{code.id}")
     assert response.json() == {"token": TOKEN}
-    await api.app.state.journal.spool.wait_empty()
+    await api.app.state.parts[JOURNAL].spool.wait_empty()
     stored = await _stored_run(api, response.headers["X-Run-Id"])
     assert stored["result"] == f'{{"token": "{MASKED}"}}'
     logs = await _logs(api, response.headers["X-Run-Id"])
@@ -297,13 +300,13 @@ async def test_an_outcome_journaled_while_the_database_is_down_is_stored_masked(
 async def test_a_database_outage_while_loading_secrets_fails_the_run_cleanly(
     start_api: StartApi,
 ) -> None:
-    api = await start_api()
-    code = await api.add_code()
     # The run record goes to the real database; the secrets come from one that is down.
     down = create_engine(
         DatabaseSettings(url="postgresql://nobody@127.0.0.1:9/none", connect_timeout=2)
     )
-    api.app.state.secret_vault = SecretVault(ProjectValues(down), SecretBox(new_key()), timeout=5)
+    vault = SecretVault(ProjectValues(down), SecretBox(new_key()), timeout=5)
+    api = await start_api(parts={"secret_vault": vault})
+    code = await api.add_code()
     try:
         response = await api.client.post(f"/action/endpoint/{code.id}")
     finally:
@@ -351,14 +354,14 @@ async def test_many_secrets_or_none_the_run_answers(api: Api, count: int) -> Non
 async def test_on_sqlite_secrets_are_read_while_another_writer_holds_the_database(
     api: Api,
 ) -> None:
-    path = api.app.state.settings.database.sqlite_path
+    path = api.app.state.parts[SETTINGS].database.sqlite_path
     assert path is not None
     await _secret(api, "TOKEN", TOKEN)
     writer = sqlite3.connect(path, timeout=1)
     try:
         writer.execute("BEGIN IMMEDIATE")
         writer.execute("DELETE FROM secrets")  # not committed: readers still see the secret
-        values = await api.app.state.secret_vault.for_run(PROJECT)
+        values = await api.app.state.parts[SECRET_VAULT].for_run(PROJECT)
     finally:
         writer.rollback()
         writer.close()

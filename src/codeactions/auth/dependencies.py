@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
@@ -11,9 +11,20 @@ from fastapi.security import APIKeyHeader
 from codeactions.auth.principals import Principal
 from codeactions.config import AuthSettings
 from codeactions.errors import Forbidden, Unauthorized
+from codeactions.parts import Part, SettingsDep, part
 
-if TYPE_CHECKING:
-    from codeactions.auth.oidc import OidcVerifier
+
+class TokenVerifier(Protocol):
+    """What checks an OIDC access token (`OidcVerifier`, or a test's fake)."""
+
+    async def principal(self, token: str) -> Principal:
+        """The caller the token names; raise Unauthorized when it names no one."""
+        ...
+
+
+# None: only the static token is accepted.
+VERIFIER: Part[TokenVerifier | None] = Part("verifier")
+VerifierDep = Annotated[TokenVerifier | None, Depends(part(VERIFIER))]
 
 
 def bearer_token(request: Request) -> str:
@@ -46,14 +57,15 @@ AUTHORIZATION = APIKeyHeader(
 
 
 async def current_principal(
-    request: Request, _header: Annotated[str | None, Security(AUTHORIZATION)]
+    request: Request,
+    _header: Annotated[str | None, Security(AUTHORIZATION)],
+    settings: SettingsDep,
+    verifier: VerifierDep,
 ) -> Principal:
     """Deny by default: the static token, or a verified OIDC token when OIDC is enabled."""
-    settings: AuthSettings = request.app.state.settings.auth
     token = bearer_token(request)
-    if is_static_token(settings, token):
+    if is_static_token(settings.auth, token):
         return Principal(kind="admin")
-    verifier: OidcVerifier | None = getattr(request.app.state, "oidc", None)
     if verifier is None:
         raise Unauthorized("not authorized")
     return await verifier.principal(token)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import time
+from typing import Annotated
+
+from fastapi import Depends
 
 from codeactions.db.models import Code
+from codeactions.parts import Part, part
 
 
 class CodeCache:
@@ -41,3 +45,7 @@ class CodeCache:
             if key:
                 self._entries.pop(key, None)
                 self._entries.pop(key.lower(), None)
+
+
+CODE_CACHE: Part[CodeCache] = Part("code_cache")
+CodeCacheDep = Annotated[CodeCache, Depends(part(CODE_CACHE))]

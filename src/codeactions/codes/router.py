@@ -6,18 +6,21 @@ from typing import Annotated
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from codeactions.auth.dependencies import CurrentPrincipal
 from codeactions.codes import service
-from codeactions.codes.cache import CodeCache
+from codeactions.codes.cache import CodeCache, CodeCacheDep
 from codeactions.codes.schemas import CODE_TYPES, LANGUAGES, RAW_SOURCE_BODY, CodeOut, code_json
-from codeactions.config import Settings
 from codeactions.db.models import Code
-from codeactions.db.session import SessionDep, after_commit
+from codeactions.db.session import SessionDep, SessionMakerDep, after_commit
 from codeactions.errors import BadRequest, PayloadTooLarge
 from codeactions.http import json_array, read_body
 from codeactions.ops.docs import error_responses, query
+from codeactions.ops.metrics import MetricsDep
+from codeactions.parts import SettingsDep
 from codeactions.projects.schemas import NO_CONTROL_CHARACTERS
+from codeactions.runner.base import RunnerDep
 
 router = APIRouter(tags=["codes"])
 
@@ -27,14 +30,8 @@ DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 1000
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def _forget_after_commit(request: Request, session: SessionDep, code: Code) -> None:
+def _forget_after_commit(cache: CodeCache, session: AsyncSession, code: Code) -> None:
     """Runs on this replica use the new version as soon as it is committed."""
-    cache: CodeCache = request.app.state.code_cache
     after_commit(session, lambda: cache.invalidate(code))
 
 
@@ -48,10 +45,6 @@ def _source_reader(request: Request, limit: int) -> service.SourceReader:
             raise BadRequest(service.SOURCE_TOO_BIG) from None
 
     return read
-
-
-def _checker(request: Request) -> service.SourceChecker | None:
-    return service.runner_source_checker(getattr(request.app.state, "runner", None))
 
 
 CREATE_DESCRIPTION = (
@@ -126,6 +119,9 @@ _UPDATE_ERRORS = error_responses(*_SAVE_ERRORS, _NOT_FOUND, 503)
 async def create_code(
     request: Request,
     session: SessionDep,
+    settings: SettingsDep,
+    runner: RunnerDep,
+    metrics: MetricsDep,
     principal: CurrentPrincipal,
     project_uuid: ProjectUuid = None,
     name: Name = None,
@@ -133,7 +129,6 @@ async def create_code(
     type: Annotated[str | None, query("Type", required=True, enum=CODE_TYPES)] = None,
     timeout_text: Timeout = None,
 ) -> JSONResponse:
-    settings = _settings(request)
     code = await service.create_code(
         session,
         principal,
@@ -144,9 +139,9 @@ async def create_code(
         language=language,
         timeout_text=timeout_text,
         read_source=_source_reader(request, settings.code.max_source_bytes),
-        check_source=_checker(request),
+        check_source=service.runner_source_checker(runner),
     )
-    request.app.state.metrics.code_created(project_uuid=code.project_uuid, code_id=str(code.id))
+    metrics.code_created(project_uuid=code.project_uuid, code_id=str(code.id))
     return JSONResponse(code_json(code), status_code=201)
 
 
@@ -170,6 +165,10 @@ async def create_code(
 async def update_code(
     request: Request,
     session: SessionDep,
+    settings: SettingsDep,
+    runner: RunnerDep,
+    metrics: MetricsDep,
+    cache: CodeCacheDep,
     principal: CurrentPrincipal,
     id: str,
     name: Name = None,
@@ -177,7 +176,6 @@ async def update_code(
     type: Annotated[str | None, query("Type", enum=["", *CODE_TYPES])] = None,
     timeout_text: Timeout = None,
 ) -> JSONResponse:
-    settings = _settings(request)
     code = await service.update_code(
         session,
         principal,
@@ -188,10 +186,10 @@ async def update_code(
         language=language,
         timeout_text=timeout_text,
         read_source=_source_reader(request, settings.code.max_source_bytes),
-        check_source=_checker(request),
+        check_source=service.runner_source_checker(runner),
     )
-    request.app.state.metrics.code_updated(project_uuid=code.project_uuid, code_id=str(code.id))
-    _forget_after_commit(request, session, code)
+    metrics.code_updated(project_uuid=code.project_uuid, code_id=str(code.id))
+    _forget_after_commit(cache, session, code)
     return JSONResponse(code_json(code))
 
 
@@ -224,6 +222,7 @@ async def get_code(session: SessionDep, principal: CurrentPrincipal, id: str) ->
 async def list_codes(
     request: Request,
     session: SessionDep,
+    sessionmaker: SessionMakerDep,
     principal: CurrentPrincipal,
     project_uuid: ProjectUuid = None,
     code_type: Annotated[
@@ -235,7 +234,7 @@ async def list_codes(
     if not page and not page_size:
         every = await service.all_codes(
             session,
-            request.app.state.sessionmaker,
+            sessionmaker,
             principal,
             project_uuid=project_uuid,
             code_type=code_type,
@@ -272,8 +271,8 @@ async def list_codes(
     },
 )
 async def delete_code(
-    request: Request, session: SessionDep, principal: CurrentPrincipal, id: str
+    session: SessionDep, cache: CodeCacheDep, principal: CurrentPrincipal, id: str
 ) -> Response:
     code = await service.delete_code(session, principal, code_id=id)
-    _forget_after_commit(request, session, code)
+    _forget_after_commit(cache, session, code)
     return Response(status_code=200)

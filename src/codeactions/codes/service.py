@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from codeactions.auth.permissions import authorize
+from codeactions.access.service import authorize, visible_code
 from codeactions.auth.principals import Principal, Role
 from codeactions.codes import repository
 from codeactions.codes.schemas import CODE_TYPES, LANGUAGES
@@ -16,7 +16,7 @@ from codeactions.config import CodeSettings
 from codeactions.db.listing import AllRows
 from codeactions.db.models import Code, utcnow
 from codeactions.db.text import has_control_characters, storable_text
-from codeactions.errors import BadRequest, CodeNotFound, NotFound
+from codeactions.errors import BadRequest, NotFound
 from codeactions.runner.base import CompileError, Runner
 
 # Reads the request's source; raises BadRequest(SOURCE_TOO_BIG) once `max_source_bytes` is reached.
@@ -161,19 +161,8 @@ async def create_code(
     )
 
 
-async def _visible_code(
-    session: AsyncSession, principal: Principal, code_id: str, needed: Role
-) -> Code:
-    """The code when the principal holds `needed` in its project; another project's code is a 404."""
-    code = await repository.get_by_any_id(session, code_id)
-    if code is None:
-        raise CodeNotFound()
-    await authorize(session, principal, code.project_uuid, needed, not_member=CodeNotFound())
-    return code
-
-
 async def get_code(session: AsyncSession, principal: Principal, *, code_id: str) -> Code:
-    return await _visible_code(session, principal, code_id, Role.VIEWER)
+    return await visible_code(session, principal, code_id, Role.VIEWER)
 
 
 async def update_code(
@@ -190,7 +179,7 @@ async def update_code(
     check_source: SourceChecker | None,
 ) -> Code:
     """Apply every given field; absent or empty ones (and an empty body) keep the stored value."""
-    code = await _visible_code(session, principal, code_id, Role.CONTRIBUTOR)
+    code = await visible_code(session, principal, code_id, Role.CONTRIBUTOR)
     new_type = valid_type(type) if type else None
     new_language = valid_language(language) if language else None
     new_name = valid_name(name) if name else None
@@ -268,7 +257,7 @@ async def _visible_codes(
 
 async def delete_code(session: AsyncSession, principal: Principal, *, code_id: str) -> Code:
     """Delete the code; its runs and logs are kept, as in the original."""
-    code = await _visible_code(session, principal, code_id, Role.MODERATOR)
+    code = await visible_code(session, principal, code_id, Role.MODERATOR)
     await repository.delete_code(session, code)
     return code
 

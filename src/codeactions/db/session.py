@@ -1,4 +1,4 @@
-"""Async engine and the request session: commits when the handler succeeds, rolls back when it raises."""
+"""Async engine, session maker, and the after-commit hook of the request session (`SessionDep`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends
 from sqlalchemy import Engine, event, make_url
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.exc import OperationalError
@@ -20,8 +20,13 @@ from sqlalchemy.ext.asyncio import (
 
 from codeactions.config import DatabaseSettings
 from codeactions.db.errors import causes
+from codeactions.parts import Part, part
 
 AFTER_COMMIT = "codeactions.after_commit"
+
+ENGINE: Part[AsyncEngine] = Part("engine")
+SESSIONMAKER: Part[async_sessionmaker[AsyncSession]] = Part("sessionmaker")
+SessionMakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(part(SESSIONMAKER))]
 
 
 def create_engine(settings: DatabaseSettings) -> AsyncEngine:
@@ -126,8 +131,13 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Call `callback` once the request session has committed (e.g. to drop a cached row)."""
+    session.info.setdefault(AFTER_COMMIT, []).append(callback)
+
+
+async def get_session(maker: SessionMakerDep) -> AsyncIterator[AsyncSession]:
+    """The request session: commits when the handler succeeds, rolls back when it raises."""
     async with maker() as session:
         try:
             yield session
@@ -137,11 +147,6 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
         for callback in session.info.pop(AFTER_COMMIT, ()):
             callback()
-
-
-def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
-    """Call `callback` once the request session has committed (e.g. to drop a cached row)."""
-    session.info.setdefault(AFTER_COMMIT, []).append(callback)
 
 
 # "function" scope: commit before the response is sent, so a 201 means the row is there.

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
 from codeactions.auth.dependencies import CurrentPrincipal
 from codeactions.db.session import SessionDep
 from codeactions.libs import service
 from codeactions.libs.schemas import CodeLibOut
 from codeactions.ops.docs import error_responses
+from codeactions.parts import SettingsDep
 
 router = APIRouter(tags=["codes"])
 
@@ -20,7 +21,6 @@ router = APIRouter(tags=["codes"])
     responses=error_responses(401, 503),
 )
 async def list_codelibs(
-    request: Request, session: SessionDep, _principal: CurrentPrincipal
+    session: SessionDep, settings: SettingsDep, _principal: CurrentPrincipal
 ) -> list[CodeLibOut]:
-    python: str = request.app.state.settings.runner.python
-    return await service.list_python_libraries(session, python=python)
+    return await service.list_python_libraries(session, python=settings.runner.python)

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
 from codeactions.auth.dependencies import CurrentPrincipal
 from codeactions.codes.service import MAX_PAGE, page_number_pattern
 from codeactions.db.session import SessionDep
 from codeactions.logs import service
 from codeactions.logs.schemas import CodeLogOut, CodeLogPage, log_json, page_json
-from codeactions.logs.store import LogStore
+from codeactions.logs.store import LogStoreDep
 from codeactions.ops.docs import error_responses, query
 
 router = APIRouter(tags=["logs"])
-
-
-def _store(request: Request) -> LogStore:
-    store: LogStore = request.app.state.log_store
-    return store
 
 
 @router.get(
@@ -29,9 +24,9 @@ def _store(request: Request) -> LogStore:
     responses=error_responses(401, (404, "No log with this id in the caller's projects"), 503),
 )
 async def get_log(
-    request: Request, session: SessionDep, principal: CurrentPrincipal, id: str
+    session: SessionDep, store: LogStoreDep, principal: CurrentPrincipal, id: str
 ) -> dict[str, Any]:
-    entry = await service.get_log(session, principal, _store(request), log_id=id)
+    entry = await service.get_log(session, principal, store, log_id=id)
     return log_json(entry)
 
 
@@ -49,8 +44,8 @@ async def get_log(
     ),
 )
 async def list_logs(
-    request: Request,
     session: SessionDep,
+    store: LogStoreDep,
     principal: CurrentPrincipal,
     run_id: Annotated[str | None, query("The run's id")] = None,
     code_id: Annotated[str | None, query("The code's UUID or legacy ObjectID")] = None,
@@ -59,6 +54,6 @@ async def list_logs(
     ] = None,
 ) -> dict[str, Any]:
     entries, total, number = await service.list_logs(
-        session, principal, _store(request), run_id=run_id, code_id=code_id, page=page
+        session, principal, store, run_id=run_id, code_id=code_id, page=page
     )
     return page_json(entries, total=total, page=number)

@@ -1,14 +1,6 @@
-"""Run logs in S3, in the original's key layout, one object per run instead of one per line.
-
-Layout (spec §4.3): `{prefix}/logs/{YYYY}/{MM}/{DD}/{run_id}/{code_id}/{name}.json`, day = UTC date of
-the run's first log line. The original wrote one object per line named `{log_id}.json` holding one
-CodeLog; we write one object per run named `{batch}_{count}.json` holding a JSON array of CodeLogs,
-and read both. The line count in the name lets a listing count and page lines without reading them.
-
-A line's id is a UUID (version 8) made of the batch id (24 hex digits, starting with the day) and the
-line's index; a small pointer object `{prefix}/logs-index/{YYYY}/{MM}/{DD}/{batch}` holds the batch's
-key. So `get` costs two GETs, instead of the original's listing of 30 days of every tenant.
-"""
+"""Run logs in S3, in the original's key layout (`s3_layout`), one object per run instead of one
+per line: written through a local spool and uploaded in the background, read by listing the run's
+or the code's day prefixes, deleted day by day."""
 
 from __future__ import annotations
 
@@ -16,11 +8,9 @@ import asyncio
 import builtins
 import contextlib
 import json
-import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -30,6 +20,18 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from codeactions.config import LogSettings
 from codeactions.errors import Unavailable
+from codeactions.logs.s3_layout import (
+    BATCH_NAME,
+    Batch,
+    LogObject,
+    batch_day,
+    day_path,
+    entry_from_json,
+    key_segment,
+    line_id,
+    new_batch_id,
+    newest_first,
+)
 from codeactions.logs.store import LogEntry, LogQuery
 from codeactions.spool import Spool, SpoolConsumer
 
@@ -42,102 +44,6 @@ READ_CONCURRENCY = 16
 # Objects listed (and deleted) per request: each batch goes with its pointer, and DeleteObjects
 # takes at most 1000 keys.
 DELETE_BATCH = 500
-
-EPOCH = date(1970, 1, 1)
-_BATCH_NAME = re.compile(r"^([0-9a-f]{24})_(\d+)$")
-_SEGMENT = re.compile(r"^[0-9A-Za-z_.-]{1,128}$")
-
-
-@dataclass(frozen=True)
-class _Object:
-    key: str
-    code_id: str
-    last_modified: datetime
-    lines: int  # log lines the object holds: its count, or 1 for the original's per-line objects
-
-
-def _day_path(day: date) -> str:
-    return day.strftime("%Y/%m/%d")
-
-
-def _segment(value: str, what: str) -> str:
-    """A run or code id used as a key segment; anything else could escape its prefix."""
-    if not _SEGMENT.fullmatch(value) or value in {".", ".."}:
-        raise ValueError(f"invalid {what} for a log key: {value!r}")
-    return value
-
-
-def _entry(data: dict[str, Any], seq: int) -> LogEntry:
-    created = datetime.fromisoformat(str(data.get("created_at") or "1970-01-01T00:00:00+00:00"))
-    if created.tzinfo is None:
-        created = created.replace(tzinfo=UTC)
-    return LogEntry(
-        id=str(data.get("id", "")),
-        run_id=str(data.get("run_id", "")),
-        code_id=str(data.get("code_id", "")),
-        type=str(data.get("type", "")),
-        content=str(data.get("content", "")),
-        seq=seq,
-        created_at=created,
-    )
-
-
-def _new_batch_id(day: date) -> str:
-    """24 hex digits: the day (16 bits), then random bits, with UUID version 8 and variant bits."""
-    digits = f"{(day - EPOCH).days:04x}" + uuid.uuid4().hex[:20]
-    return digits[:12] + "8" + digits[13:16] + "89ab"[int(digits[16], 16) % 4] + digits[17:24]
-
-
-def _line_id(batch: str, n: int) -> str:
-    return str(uuid.UUID(f"{batch}{n:08x}"))
-
-
-def _batch_day(batch: str) -> date:
-    return EPOCH + timedelta(days=int(batch[:4], 16))
-
-
-def _newest_first(entries: Iterable[LogEntry]) -> list[LogEntry]:
-    return sorted(entries, key=lambda e: (e.created_at, e.seq), reverse=True)
-
-
-@dataclass
-class _Batch:
-    """A run's log lines on their way to S3: one object and its pointer."""
-
-    key: str
-    pointer: str
-    body: bytes
-    metadata: dict[str, str]
-    lines: list[LogEntry]
-
-    def as_record(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "pointer": self.pointer,
-            "body": self.body.decode(),
-            "metadata": self.metadata,
-        }
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> _Batch:
-        body = str(record["body"]).encode()
-        items = json.loads(body)
-        return cls(
-            key=str(record["key"]),
-            pointer=str(record["pointer"]),
-            body=body,
-            metadata={str(k): str(v) for k, v in record["metadata"].items()},
-            lines=[_entry(item, n) for n, item in enumerate(items) if isinstance(item, dict)],
-        )
-
-    @property
-    def run_id(self) -> str:
-        return self.metadata["run-id"]
-
-    @property
-    def code_id(self) -> str:
-        return self.metadata["code-id"]
-
 
 # Parallel uploads of spooled batches.
 UPLOADERS = 8
@@ -152,7 +58,7 @@ class S3LogStore:
         self._settings = settings
         self._spool = spool
         self._uploader: SpoolConsumer | None = None
-        self._unsent: dict[str, _Batch] = {}  # by object key
+        self._unsent: dict[str, Batch] = {}  # by object key
         self._bucket = settings.s3_bucket
         base = settings.s3_prefix.strip("/")
         # `{prefix}/logs`; an empty prefix gives "/logs", as the original wrote it.
@@ -200,11 +106,15 @@ class S3LogStore:
 
     # -- writing ---------------------------------------------------------------------------------
 
+    @property
+    def written_with_run(self) -> bool:
+        return False
+
     async def start(self) -> None:
         if self._spool is None:
             return
         for entry in self._spool.open():
-            self._remember(_Batch.from_record(entry.record))
+            self._remember(Batch.from_record(entry.record))
         self._uploader = SpoolConsumer(
             self._spool, self._upload, name="S3 log uploads", workers=UPLOADERS
         )
@@ -223,25 +133,25 @@ class S3LogStore:
             await self._spool.append(batch.as_record())
             self._remember(batch)
 
-    def _remember(self, batch: _Batch) -> None:
+    def _remember(self, batch: Batch) -> None:
         self._unsent[batch.key] = batch
 
     async def _upload(self, record: dict[str, Any]) -> None:
         # Batches another process left (adopted while running) are not in `_unsent`.
-        batch = self._unsent.get(str(record["key"])) or _Batch.from_record(record)
+        batch = self._unsent.get(str(record["key"])) or Batch.from_record(record)
         async with asyncio.timeout(self._settings.s3_write_timeout):
             await self._put(batch)
         self._unsent.pop(batch.key, None)
 
-    def _batch(self, lines: list[LogEntry]) -> _Batch:
+    def _batch(self, lines: list[LogEntry]) -> Batch:
         first = lines[0]
-        run_id = _segment(first.run_id, "run id")
-        code_id = _segment(first.code_id, "code id")
+        run_id = key_segment(first.run_id, "run id")
+        code_id = key_segment(first.code_id, "code id")
         day = first.created_at.astimezone(UTC).date()
-        batch = _new_batch_id(day)
+        batch = new_batch_id(day)
         for n, entry in enumerate(lines):
-            entry.id = _line_id(batch, n)
-        key = f"{self._root}/{_day_path(day)}/{run_id}/{code_id}/{batch}_{len(lines)}.json"
+            entry.id = line_id(batch, n)
+        key = f"{self._root}/{day_path(day)}/{run_id}/{code_id}/{batch}_{len(lines)}.json"
         body = json.dumps([e.as_json() for e in lines], ensure_ascii=False).encode()
         types = ",".join(dict.fromkeys(e.type for e in lines))
         metadata = {
@@ -251,9 +161,9 @@ class S3LogStore:
             "created-at": first.created_at.astimezone(UTC).isoformat(),
             "log-count": str(len(lines)),
         }
-        return _Batch(key, self._pointer(batch), body, metadata, lines)
+        return Batch(key, self._pointer(batch), body, metadata, lines)
 
-    async def _put(self, batch: _Batch) -> None:
+    async def _put(self, batch: Batch) -> None:
         """The object, then its pointer: a pointer never names a missing object. Both keys are
         fixed by the batch, so putting it again after a lost answer writes the same objects."""
         s3 = await self._s3()
@@ -276,7 +186,7 @@ class S3LogStore:
         if self._spool is not None:
             await self._spool.wait_empty()
 
-    def _unsent_lines(self, keep: Callable[[_Batch], bool], listed: set[str]) -> list[LogEntry]:
+    def _unsent_lines(self, keep: Callable[[Batch], bool], listed: set[str]) -> list[LogEntry]:
         """Lines of batches not yet in S3 (nor in the listing just read) that `keep` wants."""
         return [
             line
@@ -298,11 +208,11 @@ class S3LogStore:
             raise Unavailable("log storage is unavailable") from exc
 
     def _pointer(self, batch: str) -> str:
-        return f"{self._index}/{_day_path(_batch_day(batch))}/{batch}"
+        return f"{self._index}/{day_path(batch_day(batch))}/{batch}"
 
     # -- reading ---------------------------------------------------------------------------------
 
-    async def _pages(self, prefix: str, size: int = 1000) -> AsyncIterator[list[_Object]]:
+    async def _pages(self, prefix: str, size: int = 1000) -> AsyncIterator[list[LogObject]]:
         """Log objects under `prefix`, one LIST page (up to `size` keys) at a time."""
         s3 = await self._s3()
         paginator = s3.get_paginator("list_objects_v2")
@@ -316,9 +226,9 @@ class S3LogStore:
                 parts = key.rsplit("/", 3)  # [..day, run_id, code_id, name]
                 if len(parts) != 4 or not parts[3].endswith(".json"):
                     continue
-                match = _BATCH_NAME.fullmatch(parts[3][: -len(".json")])
+                match = BATCH_NAME.fullmatch(parts[3][: -len(".json")])
                 objects.append(
-                    _Object(
+                    LogObject(
                         key=key,
                         code_id=parts[2],
                         last_modified=item["LastModified"],
@@ -327,7 +237,7 @@ class S3LogStore:
                 )
             yield objects
 
-    async def _objects(self, prefix: str) -> list[_Object]:
+    async def _objects(self, prefix: str) -> list[LogObject]:
         return [o async for page in self._pages(prefix) for o in page]
 
     async def _read(self, key: str) -> list[LogEntry]:
@@ -336,7 +246,7 @@ class S3LogStore:
         async with response["Body"] as stream:
             data = json.loads(await stream.read())
         items = data if isinstance(data, list) else [data]
-        return [_entry(item, n) for n, item in enumerate(items) if isinstance(item, dict)]
+        return [entry_from_json(item, n) for n, item in enumerate(items) if isinstance(item, dict)]
 
     async def _read_all(self, keys: list[str]) -> list[list[LogEntry]]:
         limit = asyncio.Semaphore(READ_CONCURRENCY)
@@ -403,7 +313,7 @@ class S3LogStore:
         """A run's logs: LISTs on that run's own prefix, on its day and the next (midnight)."""
         assert query.run_id is not None
         try:
-            run_id = _segment(query.run_id, "run id")
+            run_id = key_segment(query.run_id, "run id")
         except ValueError:
             return [], 0
         if query.run_created_at is not None:
@@ -412,7 +322,7 @@ class S3LogStore:
         else:
             today = datetime.now(UTC).date()
             days = [today - timedelta(days=n) for n in range(RUN_LIST_DAYS)]
-        prefixes = [f"{root}/{_day_path(d)}/{run_id}/" for d in days for root in self._read_roots]
+        prefixes = [f"{root}/{day_path(d)}/{run_id}/" for d in days for root in self._read_roots]
         listed = await asyncio.gather(*(self._objects(p) for p in prefixes))
         objects = [o for found in listed for o in found]
         if query.code_ids:
@@ -429,7 +339,7 @@ class S3LogStore:
             lambda b: b.run_id == run_id and (not query.code_ids or b.code_id in query.code_ids),
             {o.key for o in objects},
         )
-        lines = _newest_first(lines)
+        lines = newest_first(lines)
         return lines[start : start + query.page_size], len(lines)
 
     async def _list_code(self, query: LogQuery, start: int) -> tuple[builtins.list[LogEntry], int]:
@@ -442,7 +352,7 @@ class S3LogStore:
         """
         today = datetime.now(UTC).date()
         days = [today - timedelta(days=n) for n in range(CODE_LIST_DAYS)]
-        prefixes = [f"{root}/{_day_path(d)}/" for d in days for root in self._read_roots]
+        prefixes = [f"{root}/{day_path(d)}/" for d in days for root in self._read_roots]
         listed = await asyncio.gather(*(self._objects(p) for p in prefixes))
         objects = sorted(
             (o for found in listed for o in found if o.code_id in query.code_ids),
@@ -450,14 +360,14 @@ class S3LogStore:
             reverse=True,
         )
         # Lines not yet uploaded are the newest: they come first, then the stored ones.
-        unsent = _newest_first(
+        unsent = newest_first(
             self._unsent_lines(lambda b: b.code_id in query.code_ids, {o.key for o in objects})
         )
         end = start + query.page_size
         first = unsent[start:end]
         start, end = max(0, start - len(unsent)), max(0, end - len(unsent))
         total = sum(o.lines for o in objects)
-        wanted: builtins.list[_Object] = []
+        wanted: builtins.list[LogObject] = []
         skipped = 0
         position = 0
         for obj in objects:
@@ -469,7 +379,7 @@ class S3LogStore:
         lines = [
             e
             for batch in await self._read_all([o.key for o in wanted])
-            for e in _newest_first(batch)
+            for e in newest_first(batch)
         ]
         return first + lines[start - skipped : end - skipped], total + len(unsent)
 
@@ -525,7 +435,7 @@ class S3LogStore:
                     if day < before.date() or obj.last_modified < before:
                         doomed.append(obj.key)
                         lines += obj.lines
-                        batch = _BATCH_NAME.fullmatch(obj.key.rsplit("/", 1)[1][: -len(".json")])
+                        batch = BATCH_NAME.fullmatch(obj.key.rsplit("/", 1)[1][: -len(".json")])
                         if batch:
                             doomed.append(self._pointer(batch[1]))
                 if doomed:
@@ -551,5 +461,5 @@ class S3LogStore:
         await self._stack.aclose()
         self._client = None
 
-    def status(self) -> dict[str, Any]:
+    def spool_status(self) -> dict[str, Any]:
         return self._uploader.status() if self._uploader is not None else {}

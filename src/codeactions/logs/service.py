@@ -4,19 +4,15 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codeactions.auth.permissions import authorize
+from codeactions.access.repository import code_by_any_id, code_of_run, run_by_any_id
+from codeactions.access.service import authorize_code, authorize_log
 from codeactions.auth.principals import Principal, Role
-from codeactions.codes.repository import get_by_any_id, is_object_id, parse_uuid
 from codeactions.codes.service import MAX_PAGE, parse_page_number
 from codeactions.db.models import Code
 from codeactions.errors import BadRequest, CodeNotFound, LogNotFound
+from codeactions.ids import is_id
 from codeactions.logs.schemas import PAGE_SIZE
 from codeactions.logs.store import LogEntry, LogQuery, LogStore
-from codeactions.runs.repository import code_of_run, get_run_by_any_id
-
-
-def _is_id(value: str) -> bool:
-    return parse_uuid(value) is not None or is_object_id(value)
 
 
 def _spellings(code: Code) -> tuple[str, ...]:
@@ -28,20 +24,10 @@ async def get_log(
     session: AsyncSession, principal: Principal, store: LogStore, *, log_id: str
 ) -> LogEntry:
     """One log line; readable by the members of its run's code's project (others get a 404)."""
-    entry = await store.get(log_id) if _is_id(log_id) else None
+    entry = await store.get(log_id) if is_id(log_id) else None
     if entry is None:
         raise LogNotFound()
-    if principal.sees_all_projects:
-        return entry
-    code = None
-    run = await get_run_by_any_id(session, entry.run_id)
-    if run is not None:
-        code = await code_of_run(session, run)
-    if code is None and _is_id(entry.code_id):
-        code = await get_by_any_id(session, entry.code_id)
-    if code is None:
-        raise LogNotFound()
-    await authorize(session, principal, code.project_uuid, Role.VIEWER, not_member=LogNotFound())
+    await authorize_log(session, principal, run_id=entry.run_id, code_id=entry.code_id)
     return entry
 
 
@@ -60,25 +46,19 @@ async def list_logs(
     # The original panicked on page <= 0 and read garbage as 0.
     number = parse_page_number(page, name="page", default=1, maximum=MAX_PAGE)
 
-    run = await get_run_by_any_id(session, run_id) if run_id else None
+    run = await run_by_any_id(session, run_id) if run_id else None
     if run_id and run is None:
         raise BadRequest("coderun not found")  # the original's status and text
     run_code = await code_of_run(session, run) if run is not None else None
-    named_code = await get_by_any_id(session, code_id) if code_id else None
-
-    if not principal.sees_all_projects:
-        owner = run_code if run is not None else named_code
-        if owner is None:
-            raise CodeNotFound()
-        await authorize(
-            session, principal, owner.project_uuid, Role.VIEWER, not_member=CodeNotFound()
-        )
+    named_code = await code_by_any_id(session, code_id) if code_id else None
+    owner = run_code if run is not None else named_code
+    await authorize_code(session, principal, owner, Role.VIEWER, not_found=CodeNotFound())
 
     code_ids: tuple[str, ...]
     if code_id:
         if named_code is not None:
             code_ids = _spellings(named_code)
-        elif _is_id(code_id):
+        elif is_id(code_id):
             code_ids = (code_id,)  # a deleted code's logs are kept; admins may still read them
         else:
             return [], 0, number

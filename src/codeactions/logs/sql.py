@@ -53,6 +53,10 @@ class SqlLogStore:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self._sessionmaker = sessionmaker
 
+    @property
+    def written_with_run(self) -> bool:
+        return True  # `codelogs` is in the runs' database: one transaction holds both
+
     async def write(self, entries: list[LogEntry]) -> None:
         if not entries:
             return
@@ -103,6 +107,9 @@ class SqlLogStore:
     async def ping(self) -> None:
         async with self._sessionmaker() as session:
             await session.execute(text("SELECT 1"))
+
+    def spool_status(self) -> None:
+        return None  # written straight to the database: nothing spooled
 
     async def start(self) -> None:
         return None

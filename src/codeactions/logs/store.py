@@ -1,18 +1,17 @@
-"""The log store every backend implements, and the choice between SQL and S3."""
+"""The log store every backend implements, and the log lines and queries it takes."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import Protocol
+from typing import Annotated, Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from fastapi import Depends
 
-from codeactions.config import LogSettings, SpoolSettings
 from codeactions.db.models import utcnow
 from codeactions.db.text import storable_text
+from codeactions.parts import Part, part
 
 
 @dataclass
@@ -49,6 +48,12 @@ class LogQuery:
 
 
 class LogStore(Protocol):
+    @property
+    def written_with_run(self) -> bool:
+        """True when the lines live beside the run records: the run service stores them in the
+        transaction that stores the run's outcome (`log_rows`), never through `write`."""
+        ...
+
     async def write(self, entries: list[LogEntry]) -> None:
         """Store one run's log lines (called once per run, in order)."""
         ...
@@ -65,6 +70,11 @@ class LogStore(Protocol):
 
     async def ping(self) -> None: ...
 
+    def spool_status(self) -> dict[str, Any] | None:
+        """The backlog of lines kept on local disk until the store takes them (`/health`), or
+        None when the store writes directly and keeps no spool."""
+        ...
+
     async def start(self) -> None:
         """Start background work (the S3 store's uploads of spooled batches)."""
         ...
@@ -72,19 +82,5 @@ class LogStore(Protocol):
     async def close(self) -> None: ...
 
 
-def build_log_store(
-    settings: LogSettings,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    *,
-    spools: Path,
-    spool: SpoolSettings,
-) -> LogStore:
-    if settings.s3_enabled:
-        from codeactions.logs.s3 import S3LogStore
-        from codeactions.spool import destination_spool
-
-        identity = (settings.s3_endpoint, settings.s3_bucket, settings.s3_prefix)
-        return S3LogStore(settings, destination_spool(spool, spools, "s3-logs", *identity))
-    from codeactions.logs.sql import SqlLogStore
-
-    return SqlLogStore(sessionmaker)
+LOG_STORE: Part[LogStore] = Part("log_store")
+LogStoreDep = Annotated[LogStore, Depends(part(LOG_STORE))]

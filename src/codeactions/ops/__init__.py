@@ -1,1 +1,1 @@
-"""Operations: health, metrics, retention cleaners."""
+"""Operations: health, metrics, logging and the API documentation page."""

@@ -4,17 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from fastapi import FastAPI
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from codeactions.config import Settings
+from codeactions.parts import Part
 from codeactions.runner.wire import RunnerStatus
 
 Check = Callable[[], Awaitable[str]]  # returns a short message; raises when unhealthy
+
+
+# What each check needs of a part, and no more: ops knows none of the domains.
+class Pinged(Protocol):
+    async def ping(self) -> None: ...
+
+
+class SpoolingStore(Protocol):
+    async def ping(self) -> None: ...
+
+    def spool_status(self) -> dict[str, Any] | None: ...
+
+
+class ConnectionStatus(Protocol):
+    def status(self) -> tuple[bool, str]: ...
+
+
+class RunnerHealth(Protocol):
+    def status(self) -> RunnerStatus: ...
 
 
 class HealthReport:
@@ -26,34 +46,35 @@ class HealthReport:
 class Health:
     """The `/health` answer of one app, cached for `health.cache_seconds` (per app, not global)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, checks: Mapping[str, Check], started_at: float) -> None:
         self.settings = settings
+        self.checks = dict(checks)
+        self.started_at = started_at  # time.time() when the app's lifespan began
         self._cached: HealthReport | None = None
         self._cached_at = 0.0
         self._lock = asyncio.Lock()
 
-    async def report(self, app: FastAPI) -> HealthReport:
+    async def report(self) -> HealthReport:
         cache = self.settings.health.cache_seconds
         if self._cached and time.monotonic() - self._cached_at < cache:
             return self._cached
         async with self._lock:  # one round of checks at a time, however many callers
             if self._cached and time.monotonic() - self._cached_at < cache:
                 return self._cached
-            report = await self._check(app)
+            report = await self._check()
             self._cached, self._cached_at = report, time.monotonic()
             return report
 
-    async def _check(self, app: FastAPI) -> HealthReport:
-        checks = self._checks(app)
+    async def _check(self) -> HealthReport:
+        checks = self.checks
         results = await asyncio.gather(*(self._run(check) for check in checks.values()))
-        services = dict(zip(checks, results, strict=True))
-        healthy = all(s["status"] == "healthy" for s in services.values())
-        started = getattr(app.state, "started_at", time.time())
+        checked = dict(zip(checks, results, strict=True))
+        healthy = all(s["status"] == "healthy" for s in checked.values())
         body = {
             "status": "healthy" if healthy else "unhealthy",
             "timestamp": datetime.now(UTC).isoformat(),
-            "uptime": int((time.time() - started) * 1e9),
-            "services": services,
+            "uptime": int((time.time() - self.started_at) * 1e9),
+            "services": checked,
         }
         return HealthReport(body, healthy)
 
@@ -77,39 +98,56 @@ class Health:
             "timestamp": datetime.now(UTC).isoformat(),
         }
 
-    def _checks(self, app: FastAPI) -> dict[str, Check]:
-        settings = self.settings
-        state = app.state
-        checks: dict[str, Check] = {"database": lambda: _database(app)}
-        if getattr(state, "journal", None) is not None:
-            checks["journal"] = lambda: _spooled(state.journal.consumer.status(), "outcomes")
-        if settings.ratelimit.redis_url:
-            mode = "fail-open" if settings.ratelimit.fail_open else "fail-closed"
 
-            async def redis() -> str:
-                try:
-                    await state.limiter.ping()
-                except Exception as exc:
-                    raise RuntimeError(f"{_describe(exc)} (rate limiter {mode})") from exc
-                return f"ok (rate limiter {mode})"
-
-            checks["redis"] = redis
-        if settings.rabbitmq.url:
-            checks["rabbitmq"] = lambda: _rabbitmq(app)
-        if settings.logs.s3_enabled:
-
-            async def s3() -> str:
-                await state.log_store.ping()
-                return await _spooled(state.log_store.status(), "log batches")
-
-            checks["s3"] = s3
-        if settings.runner.enabled and getattr(state, "runner", None) is not None:
-            checks["runner"] = lambda: _runner(app)
-        return checks
+HEALTH: Part[Health] = Part("health")
 
 
-async def _database(app: FastAPI) -> str:
-    async with app.state.sessionmaker() as session:
+def standard_checks(
+    settings: Settings,
+    *,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    journal_status: Callable[[], dict[str, Any]],
+    limiter: Pinged,
+    consumers: ConnectionStatus | None,
+    log_store: SpoolingStore,
+    runner: RunnerHealth,
+) -> dict[str, Check]:
+    """The checks of every configured part: the database and the outcome journal always, Redis,
+    RabbitMQ, S3 and the runner when `settings` turn them on."""
+    checks: dict[str, Check] = {
+        "database": lambda: _database(sessionmaker),
+        "journal": lambda: _spooled(journal_status(), "outcomes"),
+    }
+    if settings.ratelimit.redis_url:
+        mode = "fail-open" if settings.ratelimit.fail_open else "fail-closed"
+
+        async def redis() -> str:
+            try:
+                await limiter.ping()
+            except Exception as exc:
+                raise RuntimeError(f"{_describe(exc)} (rate limiter {mode})") from exc
+            return f"ok (rate limiter {mode})"
+
+        checks["redis"] = redis
+    if settings.rabbitmq.url:
+        checks["rabbitmq"] = lambda: _rabbitmq(consumers)
+    if settings.logs.s3_enabled:
+
+        async def s3() -> str:
+            await log_store.ping()
+            spool = log_store.spool_status()
+            if spool is None:  # a store that keeps no spool (a test's stand-in)
+                return "ok"
+            return await _spooled(spool, "log batches")
+
+        checks["s3"] = s3
+    if settings.runner.enabled:
+        checks["runner"] = lambda: _runner(runner)
+    return checks
+
+
+async def _database(sessionmaker: async_sessionmaker[AsyncSession]) -> str:
+    async with sessionmaker() as session:
         await session.execute(text("SELECT 1"))
     return "ok"
 
@@ -125,9 +163,8 @@ async def _spooled(status: dict[str, Any], what: str) -> str:
     return f"ok ({backlog} {what} spooled)"
 
 
-async def _rabbitmq(app: FastAPI) -> str:
+async def _rabbitmq(consumers: ConnectionStatus | None) -> str:
     # The consumers' own connection: no new connection per check (the original dialled one).
-    consumers = getattr(app.state, "consumers", None)
     if consumers is None:
         raise RuntimeError("consumers not started")
     connected, message = consumers.status()
@@ -136,10 +173,10 @@ async def _rabbitmq(app: FastAPI) -> str:
     return str(message)
 
 
-async def _runner(app: FastAPI) -> str:
+async def _runner(runner: RunnerHealth) -> str:
     """Unhealthy when the supervisor is down or any language cannot run: the message names each
     language that cannot, and why; the others keep serving."""
-    status: RunnerStatus = app.state.runner.status()
+    status = runner.status()
     ready = [name for name, language in status["languages"].items() if language["ready"]]
     if not status["ok"]:
         detail = status["error"] or "runner not ready"

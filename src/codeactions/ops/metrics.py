@@ -23,8 +23,9 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Depends
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -38,6 +39,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from codeactions.parts import Part, part
 
 SIZE_BUCKETS = (1e3, 2e3, 5e3, 1e4, 1e5, 5e5, 1e6, 2.5e6, 5e6, 1e7)  # echoprometheus' 1 KB..10 MB
 GO_DEFAULT_BUCKETS = (
@@ -433,3 +436,7 @@ def _header(scope: Scope, name: bytes) -> str:
 def _headers(scope: Scope) -> Iterator[tuple[bytes, bytes]]:
     headers: Any = scope.get("headers") or ()
     yield from headers
+
+
+METRICS: Part[Metrics] = Part("metrics")
+MetricsDep = Annotated[Metrics, Depends(part(METRICS))]

@@ -5,36 +5,38 @@ from __future__ import annotations
 import platform
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
 from codeactions import __version__
-from codeactions.ops.health import Health
-from codeactions.ops.metrics import CONTENT_TYPE, Metrics
+from codeactions.ops.health import HEALTH, Health
+from codeactions.ops.metrics import CONTENT_TYPE, MetricsDep
+from codeactions.parts import part
 
 router = APIRouter(tags=["health"])
 
+HealthDep = Annotated[Health, Depends(part(HEALTH))]
 
-def _liveness(request: Request) -> dict[str, Any]:
-    started = getattr(request.app.state, "started_at", time.time())
+
+def _liveness(health: Health) -> dict[str, Any]:
     return {
         "status": "ok",
         "timestamp": datetime.now(UTC).isoformat(),
-        "uptime": int((time.time() - started) * 1e9),
+        "uptime": int((time.time() - health.started_at) * 1e9),
         "version": f"codeactions {__version__} (python {platform.python_version()})",
     }
 
 
 @router.get("/", summary="Liveness")
-async def root(request: Request) -> dict[str, Any]:
-    return _liveness(request)
+async def root(health: HealthDep) -> dict[str, Any]:
+    return _liveness(health)
 
 
 @router.get("/healthz", summary="Liveness")
-async def healthz(request: Request) -> dict[str, Any]:
-    return _liveness(request)
+async def healthz(health: HealthDep) -> dict[str, Any]:
+    return _liveness(health)
 
 
 @router.get(
@@ -42,16 +44,11 @@ async def healthz(request: Request) -> dict[str, Any]:
     summary="Health of every configured dependency (503 when one is down)",
     responses={503: {"description": "A dependency is unhealthy"}},
 )
-async def health(request: Request) -> JSONResponse:
-    state = request.app.state
-    checker: Health | None = getattr(state, "health", None)
-    if checker is None:
-        checker = state.health = Health(state.settings)
-    report = await checker.report(request.app)
+async def health(checked: HealthDep) -> JSONResponse:
+    report = await checked.report()
     return JSONResponse(report.body, status_code=200 if report.healthy else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(request: Request) -> Response:
-    recorded: Metrics = request.app.state.metrics
+async def metrics(recorded: MetricsDep) -> Response:
     return Response(recorded.exposition(), headers={"Content-Type": CONTENT_TYPE})

@@ -1,18 +1,19 @@
-"""SQL for projects and user permissions.
+"""SQL for projects and user permissions (a member's permission is looked up where every role
+check finds it, `codeactions.access.repository`).
 
 Lookups by a uuid or an email no row can hold (NUL, a lone surrogate; see `is_storable`) find
-nothing without querying: PostgreSQL would fail the query where SQLite answers, and callers such
-as the role check pass emails from tokens, not checked by the services.
+nothing without querying: PostgreSQL would fail the query where SQLite answers.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from codeactions.access.repository import get_permission, same_email
 from codeactions.db.models import Project, UserPermission, utcnow
 from codeactions.db.text import is_storable
 
@@ -22,11 +23,6 @@ def _insert(session: AsyncSession, model: type[Any]) -> Any:
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(model)
     return sqlite.insert(model)
-
-
-def _same_email(email: str) -> Any:
-    # Rows written by the original may have any case; new ones are stored lowercased.
-    return func.lower(UserPermission.email) == email.lower()
 
 
 def _storable(*values: str) -> bool:
@@ -47,20 +43,6 @@ async def insert_project_if_missing(session: AsyncSession, *, uuid: str, name: s
     statement = _insert(session, Project).values(uuid=uuid, name=name, authorizations=[])
     result = await session.execute(statement.on_conflict_do_nothing(index_elements=["uuid"]))
     return bool(getattr(result, "rowcount", 0))
-
-
-async def get_permission(
-    session: AsyncSession, *, project_uuid: str, email: str
-) -> UserPermission | None:
-    if not _storable(project_uuid, email):
-        return None
-    result = await session.scalars(
-        select(UserPermission)
-        .where(UserPermission.project_uuid == project_uuid, _same_email(email))
-        .order_by(UserPermission.created_at)
-        .execution_options(populate_existing=True)
-    )
-    return result.first()
 
 
 async def list_permissions(session: AsyncSession, *, project_uuid: str) -> list[UserPermission]:
@@ -117,7 +99,7 @@ async def delete_permission(session: AsyncSession, *, project_uuid: str, email: 
         return False
     result = await session.execute(
         delete(UserPermission)
-        .where(UserPermission.project_uuid == project_uuid, _same_email(email))
+        .where(UserPermission.project_uuid == project_uuid, same_email(email))
         .execution_options(synchronize_session=False)
     )
     return bool(getattr(result, "rowcount", 0))

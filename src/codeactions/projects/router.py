@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response, status
 from pydantic import AfterValidator
 
+from codeactions.access.service import authorize
 from codeactions.auth.dependencies import CurrentAdmin, CurrentPrincipal
-from codeactions.auth.permissions import authorize
 from codeactions.auth.principals import Role
 from codeactions.db.session import SessionDep
 from codeactions.errors import ProjectNotFound

@@ -23,7 +23,7 @@ from codeactions.projects import repository
 MAX_LENGTH = 255  # the columns' VARCHAR(255)
 ROLE_ERROR = "role must be 1 (viewer), 2 (contributor) or 3 (moderator)"
 # What the `role` column (INTEGER) holds. RabbitMQ events store any of these as given, as the
-# original did: 3 and above act as Moderator, 0 and below grant nothing (see auth.permissions).
+# original did: 3 and above act as Moderator, 0 and below grant nothing (see access.service).
 STORED_ROLES = (-(2**31), 2**31 - 1)
 
 

@@ -1,11 +1,13 @@
-"""What every rate limiter answers, and the choice between the in-process and the Redis one."""
+"""What every rate limiter answers."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Annotated, Protocol
 
-from codeactions.config import RateLimitSettings
+from fastapi import Depends
+
+from codeactions.parts import Part, part
 
 
 @dataclass(frozen=True)
@@ -38,11 +40,5 @@ class RateLimiter(Protocol):
     async def close(self) -> None: ...
 
 
-def build_rate_limiter(settings: RateLimitSettings) -> RateLimiter:
-    if settings.redis_url:
-        from codeactions.ratelimit.redis import RedisRateLimiter
-
-        return RedisRateLimiter(settings)
-    from codeactions.ratelimit.memory import MemoryRateLimiter
-
-    return MemoryRateLimiter(settings)
+LIMITER: Part[RateLimiter] = Part("limiter")
+LimiterDep = Annotated[RateLimiter, Depends(part(LIMITER))]

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Protocol
 
+from fastapi import Depends
+
+from codeactions.parts import Part, part
+from codeactions.runner.wire import FailureReason as FailureReason
 from codeactions.runner.wire import Language as Language
 from codeactions.runner.wire import LanguageStatus as LanguageStatus
 from codeactions.runner.wire import RunnerStatus as RunnerStatus
-
-# Why a run failed, as stored in the run's `extra.reason` and counted in metrics.
-FailureReason = Literal[
-    "exception",  # the code raised (or exited non-zero / missing Run)
-    "timeout",  # wall-clock timeout: the whole process tree was killed
-    "memory",  # memory limit reached
-    "cpu",  # CPU-time limit reached
-    "output",  # output (result or logs) over the limit
-    "file_size",  # wrote a file over the size limit
-    "killed",  # killed by a signal (segfault, abort, ...)
-    "runner",  # the runner itself failed (not the user's fault)
-]
 
 
 @dataclass
@@ -76,3 +68,7 @@ class Runner(Protocol):
     def status(self) -> RunnerStatus:
         """Health of the runner: up or not, and for each language whether it can run now."""
         ...
+
+
+RUNNER: Part[Runner] = Part("runner")
+RunnerDep = Annotated[Runner, Depends(part(RUNNER))]

@@ -28,8 +28,8 @@ from codeactions.runner.base import (
 
 logger = logging.getLogger(__name__)
 
-ENGINES_DIR = Path(__file__).resolve().parent / "engines"
-SUPERVISOR = ENGINES_DIR / "supervisor.py"
+# Started by path (the runtime interpreter has no codeactions installed): this checkout's host.
+SUPERVISOR = Path(__file__).resolve().parent / "host" / "__main__.py"
 # The only variables the supervisor gets: none of the service's secrets.
 SUPERVISOR_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 START_TIMEOUT = 60.0
@@ -168,7 +168,7 @@ class SandboxRunner:
                 frame = wire.loads(await reader.readexactly(meta_size))
                 if blob_size:
                     await reader.readexactly(blob_size)  # the supervisor sends none today
-                op = frame.get("op")
+                op: wire.SupervisorOp | None = frame.get("op")
                 if op == "ready":
                     self._live_generation = generation
                     self._update_status(frame["status"])
@@ -180,8 +180,6 @@ class SandboxRunner:
                         waiter.set_result(frame)
                 elif op == "status":
                     self._update_status(frame["status"])
-                elif op == "warning":
-                    logger.warning("runner: %s", frame.get("message"))
         except (asyncio.IncompleteReadError, ConnectionError, ValueError) as exc:
             logger.debug("runner connection ended: %r", exc)
         if self._ready is not None and not self._ready.done():
@@ -267,7 +265,7 @@ class SandboxRunner:
 
     async def run(self, request: RunRequest) -> RunOutcome:
         started = time.monotonic()
-        meta: dict[str, Any] = {"language": request.language, "timeout": request.timeout}
+        meta: wire.RunMeta = {"language": request.language, "timeout": request.timeout}
         child: dict[str, Any] = {
             "run_id": request.run_id,
             "code_id": request.code_id,
@@ -299,7 +297,8 @@ class SandboxRunner:
             )
         finally:
             self._in_flight -= 1
-        return _outcome(frame["outcome"])
+        outcome: wire.Outcome = frame["outcome"]
+        return _outcome(outcome)
 
     def _secrets_digest(self, request: RunRequest) -> str:
         """Part of a warm key: a warm worker serves only runs with the very same secrets, so
@@ -375,22 +374,16 @@ class SandboxRunner:
         )
 
 
-def _outcome(data: dict[str, Any]) -> RunOutcome:
+def _outcome(outcome: wire.Outcome) -> RunOutcome:
     return RunOutcome(
-        ok=bool(data.get("ok")),
-        result=str(data.get("result", "")),
-        status_code=data.get("status_code", 200),
-        content_type=str(data.get("content_type", "text")),
-        reason=data.get("reason"),
-        error=str(data.get("error", "")),
+        ok=outcome["ok"],
+        result=outcome["result"],
+        status_code=outcome["status_code"],
+        content_type=outcome["content_type"],
+        reason=outcome["reason"],
+        error=outcome["error"],
         logs=[
-            RunLogLine(type=str(kind), content=str(content), at=float(at))
-            for kind, content, at in data.get("logs", [])
+            RunLogLine(type=kind, content=content, at=at) for kind, content, at in outcome["logs"]
         ],
-        duration=float(data.get("duration", 0.0)),
+        duration=outcome["duration"],
     )
-
-
-def interpreter_exists(path: str) -> bool:
-    """Whether the configured interpreter can be started (used by health checks)."""
-    return os.access(path, os.X_OK)

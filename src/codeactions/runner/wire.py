@@ -1,10 +1,23 @@
-"""The runner's wire format, shared by the API side (`sandbox.py`) and the supervisor process.
+"""The runner's wire contract, shared by the API side (`sandbox.py`) and the host (`host/`).
 
-Stdlib only: the supervisor imports this file by path (it runs outside the service's venv).
+Stdlib only: the host process imports it on the runtime interpreter (outside the service's venv).
 
 API <-> supervisor: frames of an 8-byte header (two big-endian lengths), a JSON object and an
 opaque blob. The blob carries what the supervisor passes on without reading: a run's request for
 the child (see `child_request`), so a large request costs the supervisor only a copy of its bytes.
+
+  API -> supervisor   {"op": "init", "settings": {...}, "max_log_chars": n}   (first frame)
+                      {"op": "run", "id": str, "run": RunMeta}
+                          + blob: the child's request (child_request), never parsed there
+                      {"op": "compile", "id": str, "source": str}
+                      {"op": "ping", "id": str}
+                      {"op": "shutdown"}
+  supervisor -> API   {"op": "ready", "status": SupervisorStatus}   (once each language has
+                          started or failed to: the first status the API sees is true)
+                      {"op": "status", "status": SupervisorStatus}  (a language's changed)
+                      {"op": "done", "id": str, "outcome": Outcome}
+                      {"op": "compiled", "id": str, "error": str|null, "runner_error": str|null}
+                      {"op": "pong", "id": str}
 
 Supervisor -> child: one JSON line (the request without its body, with `body_size`) followed by
 exactly `body_size` raw bytes of body. No escaping, no parsing of the body on the way.
@@ -24,6 +37,46 @@ FRAME_HEADER = struct.Struct(">II")
 Language = Literal["python", "javascript", "go"]
 LANGUAGES: tuple[Language, ...] = ("python", "javascript", "go")
 
+ApiOp = Literal["init", "run", "compile", "ping", "shutdown"]  # what the API sends
+SupervisorOp = Literal["ready", "status", "done", "compiled", "pong"]  # what the supervisor sends
+
+# Why a run failed, as stored in the run's `extra.reason` and counted in metrics.
+FailureReason = Literal[
+    "exception",  # the code raised (or exited non-zero / missing Run)
+    "timeout",  # wall-clock timeout: the whole process tree was killed
+    "memory",  # memory limit reached
+    "cpu",  # CPU-time limit reached
+    "output",  # output (result or logs) over the limit
+    "file_size",  # wrote a file over the size limit
+    "killed",  # killed by a signal (segfault, abort, ...)
+    "runner",  # the runner itself failed (not the user's fault)
+]
+
+# One log line of a run: [level ("debug" | "info" | "error"), text, unix time] (a JSON array).
+LogEntry = tuple[str, str, float]
+
+
+class RunMeta(TypedDict, total=False):
+    """API -> supervisor: what the supervisor reads of a run ({"op": "run", "run": ...})."""
+
+    language: Language
+    timeout: float  # seconds, wall clock
+    warm_key: str  # code id + hashes of its source and secrets: which warm worker may run it
+    source: str  # Go only: compiled by the supervisor (other languages' go to the child)
+
+
+class Outcome(TypedDict):
+    """Supervisor -> API: how a run ended ({"op": "done", "id": ..., "outcome": ...})."""
+
+    ok: bool
+    result: str
+    status_code: int | str  # as the code set it (the engines send ints or strings)
+    content_type: str
+    reason: FailureReason | None  # None when ok
+    error: str
+    logs: list[LogEntry]
+    duration: float  # seconds
+
 
 class LanguageStatus(TypedDict):
     """Whether runs of one language can start now, and if not, why."""
@@ -34,9 +87,8 @@ class LanguageStatus(TypedDict):
     retry_in: float  # seconds until the next start is tried (0 when none is waiting)
 
 
-class SupervisorStatus(TypedDict):
-    """Supervisor -> API: in {"op": "ready", "status": ...} once every language has started or
-    failed to, and in {"op": "status", "status": ...} whenever a language's status changes."""
+class IsolationStatus(TypedDict):
+    """What the supervisor found at start-up: the isolation layers it set up, its slots."""
 
     isolation: str
     network: str
@@ -45,6 +97,12 @@ class SupervisorStatus(TypedDict):
     node_spares: int
     root: bool
     warnings: list[str]
+
+
+class SupervisorStatus(IsolationStatus):
+    """Supervisor -> API: in {"op": "ready", "status": ...} once every language has started or
+    failed to, and in {"op": "status", "status": ...} whenever a language's status changes."""
+
     languages: dict[Language, LanguageStatus]
 
 

@@ -19,6 +19,7 @@ from codeactions.db import errors as db_errors
 from codeactions.db.models import CodeRun
 from codeactions.logs.sql import log_rows
 from codeactions.logs.store import LogEntry
+from codeactions.parts import Part
 from codeactions.runs.repository import RunBook
 from codeactions.spool import Spool, SpoolConsumer
 
@@ -79,3 +80,6 @@ class OutcomeJournal:
             for line in record["logs"]
         ]
         await self._book.finish(run, log_rows(entries), replay=True)
+
+
+JOURNAL: Part[OutcomeJournal] = Part("journal")

@@ -1,4 +1,5 @@
-"""SQL for code runs."""
+"""SQL for code runs (a run looked up by its id: `codeactions.access.repository.run_by_any_id`,
+where every check of who may see it finds it)."""
 
 from __future__ import annotations
 
@@ -21,31 +22,10 @@ from sqlalchemy import (
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from codeactions.codes.repository import get_by_any_id, is_object_id, parse_uuid
 from codeactions.db.listing import AllRows, all_rows, page_of
-from codeactions.db.models import Code, CodeLog, CodeRun, utcnow
+from codeactions.db.models import CodeLog, CodeRun, utcnow
 from codeactions.db.session import inline_sqlite_engine, is_busy
-
-
-async def code_of_run(session: AsyncSession, run: CodeRun) -> Code | None:
-    """The code a run belongs to: by its UUID, else by the ObjectID it was invoked with."""
-    for key in (str(run.code_id) if run.code_id else None, run.code_mongo_id):
-        if key:
-            code = await get_by_any_id(session, key)
-            if code is not None:
-                return code
-    return None
-
-
-async def get_run_by_any_id(session: AsyncSession, run_id: str) -> CodeRun | None:
-    """Look a run up by its UUID or its legacy 24-hex ObjectID."""
-    key = parse_uuid(run_id)
-    if key is not None:
-        return await session.get(CodeRun, key)
-    if not is_object_id(run_id):
-        return None
-    result = await session.scalars(select(CodeRun).where(CodeRun.mongo_object_id == run_id))
-    return result.first()
+from codeactions.parts import Part
 
 
 def new_started_run(
@@ -239,3 +219,20 @@ async def fail_stale_runs(
         .values(status="failed", result=result, extra=extra, updated_at=utcnow())
     )
     return int(outcome.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def delete_runs_older(session: AsyncSession, before: datetime, limit: int) -> int:
+    """Delete up to `limit` of the oldest runs created before `before`; return how many went."""
+    oldest = (
+        select(CodeRun.id)
+        .where(CodeRun.created_at < before)
+        .order_by(CodeRun.created_at)
+        .limit(limit)
+    )
+    result = await session.execute(
+        delete(CodeRun).where(CodeRun.id.in_(oldest)).execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+RUN_BOOK: Part[RunBook] = Part("run_book")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from codeactions.auth.dependencies import CurrentPrincipal
+from codeactions.codes.cache import CodeCacheDep
 from codeactions.codes.service import MAX_PAGE, page_number_pattern
-from codeactions.db.session import SessionDep
+from codeactions.db.session import SESSIONMAKER, SessionDep, SessionMakerDep
 from codeactions.errors import AppError, BadRequest, NotFound, RateLimited
 from codeactions.http import (
     canonical_header_key,
@@ -20,10 +21,19 @@ from codeactions.http import (
     read_body,
     request_headers,
 )
+from codeactions.logs.store import LOG_STORE
 from codeactions.ops.docs import Message, error_responses, query
+from codeactions.ops.metrics import METRICS, MetricsDep
+from codeactions.parts import SettingsDep, parts_of
+from codeactions.ratelimit.base import LimiterDep
+from codeactions.runner.base import RUNNER
 from codeactions.runs import service
+from codeactions.runs.journal import JOURNAL
+from codeactions.runs.queue import RUN_QUEUE, RUN_TASKS
+from codeactions.runs.repository import RUN_BOOK
 from codeactions.runs.schemas import CodeRunOut, RunCodeIn, RunCodeOut, run_json
 from codeactions.runs.service import Execution, Executor, RunInputs
+from codeactions.secrets.service import SECRET_VAULT
 
 router = APIRouter()
 
@@ -79,23 +89,22 @@ _TIME: dict[str, Any] = {
 }
 
 
-def _executor(request: Request) -> Executor:
-    state = request.app.state
+def get_executor(request: Request) -> Executor:
+    parts = parts_of(request.app)
     return Executor(
-        runner=state.runner,
-        queue=state.run_queue,
-        book=state.run_book,
-        sessionmaker=state.sessionmaker,
-        log_store=state.log_store,
-        metrics=state.metrics,
-        tasks=state.run_tasks,
-        journal=state.journal,
-        vault=state.secret_vault,
+        runner=parts[RUNNER],
+        queue=parts[RUN_QUEUE],
+        book=parts[RUN_BOOK],
+        sessionmaker=parts[SESSIONMAKER],
+        log_store=parts[LOG_STORE],
+        metrics=parts[METRICS],
+        tasks=parts[RUN_TASKS],
+        journal=parts[JOURNAL],
+        vault=parts[SECRET_VAULT],
     )
 
 
-def _max_body(request: Request) -> int:
-    return int(request.app.state.settings.server.max_body_bytes)
+ExecutorDep = Annotated[Executor, Depends(get_executor)]
 
 
 def _result_response(execution: Execution, headers: dict[str, str]) -> Response:
@@ -108,29 +117,35 @@ def _result_response(execution: Execution, headers: dict[str, str]) -> Response:
     )
 
 
-async def run_endpoint(request: Request, code_id: str) -> Response:
+async def run_endpoint(
+    request: Request,
+    code_id: str,
+    settings: SettingsDep,
+    sessionmaker: SessionMakerDep,
+    cache: CodeCacheDep,
+    limiter: LimiterDep,
+    metrics: MetricsDep,
+    executor: ExecutorDep,
+) -> Response:
     """Run a code as a public HTTP endpoint: query, headers, body and method go to the code."""
-    state = request.app.state
-    code = await service.find_code(state.sessionmaker, state.code_cache, code_id)
+    code = await service.find_code(sessionmaker, cache, code_id)
     if code is None:
         raise NotFound()  # before the limiter: ids that name no code leave no state there
     # One quota per code, however its id is spelled (UUID in any case, or its ObjectID).
-    decision = await state.limiter.hit(str(code.id))
+    decision = await limiter.hit(str(code.id))
     limit_headers = decision.headers()
     if not decision.allowed:
-        state.metrics.rate_limited()
+        metrics.rate_limited()
         raise RateLimited(headers=limit_headers)
     try:
-        raw = await read_body(request, _max_body(request))
+        raw = await read_body(request, settings.server.max_body_bytes)
         inputs = RunInputs(
             params=first_query_values(request),
             body=raw.decode("utf-8", "replace"),
             headers=request_headers(request),
             method=request.method,
         )
-        execution = await service.execute(
-            _executor(request), code=code, invoked_id=code_id, inputs=inputs
-        )
+        execution = await service.execute(executor, code=code, invoked_id=code_id, inputs=inputs)
         # The run's id, to find its record and logs (`/coderun/{id}`, `/codelog?run_id=`).
         limit_headers = {**limit_headers, "X-Run-Id": str(execution.run.id)}
         service.raise_for_failure(execution)
@@ -206,12 +221,17 @@ def _run_inputs(raw: bytes) -> RunInputs:
         }
     },
 )
-async def run_code(request: Request, principal: CurrentPrincipal, code_id: str) -> Response:
-    code = await service.find_code_to_run(request.app.state.sessionmaker, principal, code_id)
-    inputs = _run_inputs(await read_body(request, _max_body(request)))
-    execution = await service.execute(
-        _executor(request), code=code, invoked_id=code_id, inputs=inputs
-    )
+async def run_code(
+    request: Request,
+    principal: CurrentPrincipal,
+    code_id: str,
+    settings: SettingsDep,
+    sessionmaker: SessionMakerDep,
+    executor: ExecutorDep,
+) -> Response:
+    code = await service.find_code_to_run(sessionmaker, principal, code_id)
+    inputs = _run_inputs(await read_body(request, settings.server.max_body_bytes))
+    execution = await service.execute(executor, code=code, invoked_id=code_id, inputs=inputs)
     service.raise_for_failure(execution)
     return JSONResponse({"code_id": code_id, "result": run_json(execution.run)})
 
@@ -243,6 +263,7 @@ async def get_run(session: SessionDep, principal: CurrentPrincipal, id: str) -> 
 async def list_runs(
     request: Request,
     session: SessionDep,
+    sessionmaker: SessionMakerDep,
     principal: CurrentPrincipal,
     code_id: Annotated[
         str | None, query("The code's UUID or legacy ObjectID", required=True, minLength=1)
@@ -272,7 +293,7 @@ async def list_runs(
     if not page and not page_size:
         every = await service.all_runs(
             session,
-            request.app.state.sessionmaker,
+            sessionmaker,
             principal,
             code_id=code_id,
             after=after,

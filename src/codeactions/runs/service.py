@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -13,29 +12,34 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from codeactions.auth.permissions import authorize
+from codeactions.access.repository import code_by_any_id, run_by_any_id
+from codeactions.access.service import authorize_code, authorize_run, visible_code
 from codeactions.auth.principals import Principal, Role
 from codeactions.codes.cache import CodeCache
-from codeactions.codes.repository import get_by_any_id, is_object_id, parse_uuid
 from codeactions.codes.service import MAX_PAGE, parse_page_number
 from codeactions.db.listing import AllRows
 from codeactions.db.models import Code, CodeRun, utcnow
-from codeactions.errors import (
-    AppError,
-    BadRequest,
-    CodeNotFound,
-    RunNotFound,
-    RunTimedOut,
-    Unavailable,
-)
-from codeactions.logs.sql import SqlLogStore, log_rows
-from codeactions.logs.store import LogEntry, LogStore
+from codeactions.errors import AppError, BadRequest, CodeNotFound, RunNotFound, Unavailable
+from codeactions.ids import is_object_id, parse_uuid
+from codeactions.logs.store import LogStore
 from codeactions.ops.metrics import Metrics
 from codeactions.runner.base import Language, Runner, RunnerStatus, RunOutcome, RunRequest
 from codeactions.runs import repository
 from codeactions.runs.journal import OutcomeJournal
+from codeactions.runs.outcome import (
+    as_stored,
+    caller_error,
+    failed_outcome,
+    log_entries,
+    media_type,
+    redact_headers,
+    response_status,
+    short_error,
+    stored_status,
+)
 from codeactions.runs.queue import RunQueue, Ticket
-from codeactions.runs.repository import RunBook, code_of_run
+from codeactions.runs.recording import record_outcome, record_start
+from codeactions.runs.repository import RunBook
 from codeactions.secrets.masking import NO_MASK, Masker
 from codeactions.secrets.service import SecretVault
 
@@ -43,34 +47,6 @@ log = logging.getLogger(__name__)
 
 # The runner kills a run at its deadline; this much later we stop waiting for the runner itself.
 RUNNER_GRACE_SECONDS = 5.0
-
-REDACTED = "[REDACTED]"
-_SECRET_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-auth-token"}
-)
-_SECRET_PARTS = ("token", "secret", "password", "signature")
-
-# What the caller is told for failures that are not the code's own exception.
-_EXPLAINED = {
-    "timeout": "timeout",
-    "memory": "memory limit exceeded",
-    "cpu": "CPU time limit exceeded",
-    "output": "output limit exceeded",
-    "file_size": "file size limit exceeded",
-    "killed": "the process was killed",
-    "runner": "the code runner failed",
-}
-_MAX_MESSAGE_CHARS = 500
-
-
-class RunFailed(AppError):
-    """The code ran and failed: the caller gets a short message with the run id, no traceback."""
-
-    status_code = 500
-
-    def __init__(self, message: str, *, status_code: int = 500) -> None:
-        super().__init__(message)
-        self.status_code = status_code
 
 
 class DisabledRunner:
@@ -119,25 +95,12 @@ class RunInputs:
     method: str = "POST"
 
 
-def is_secret_header(name: str) -> bool:
-    lowered = name.lower()
-    return lowered in _SECRET_HEADERS or any(part in lowered for part in _SECRET_PARTS)
-
-
-def redact_headers(headers: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Headers as stored on the run: credentials replaced, so run readers never see them."""
-    return {
-        name: [REDACTED] * max(1, len(values)) if is_secret_header(name) else list(values)
-        for name, values in headers.items()
-    }
-
-
 # --- execution ----------------------------------------------------------------------------
 
 
 @dataclass
 class Executor:
-    """What an execution needs, taken from the app's state for each request."""
+    """What an execution needs, built from the app's parts for each request (get_executor)."""
 
     runner: Runner
     queue: RunQueue
@@ -164,73 +127,6 @@ class Execution:
 def code_timeout_seconds(code: Code) -> float:
     """The code's whole budget: queue wait plus execution (the original read a stored 0 as 60)."""
     return float(code.timeout or 60)
-
-
-DEFAULT_STATUS = 200
-
-
-def _status_number(value: Any) -> int | None:
-    """The number a status set by a code stands for: an int, or a string of decimal digits."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if abs(value) < 2**31 else None
-    if isinstance(value, str):
-        text = value.strip()
-        if text.isdecimal() and len(text) <= 9:
-            return int(text)
-    return None
-
-
-def response_status(value: Any) -> int:
-    """The status the code set when it is an int or a numeric string of a final status, else 200.
-
-    (The original's PG mode ignored ints, a bug; 1xx cannot end a response, Go answered 200.)
-    """
-    number = _status_number(value)
-    return number if number is not None and 200 <= number <= 599 else DEFAULT_STATUS
-
-
-def stored_status(value: Any) -> int | str:
-    """The status kept in the run's `extra`: what the code set when it is an int or a numeric
-    string, else the default (NaN, infinities, objects, booleans would poison the record)."""
-    return value if _status_number(value) is not None else DEFAULT_STATUS
-
-
-def media_type(content_type: Any) -> str:
-    if content_type == "json":
-        return "application/json; charset=UTF-8"
-    if content_type == "html":
-        return "text/html; charset=UTF-8"
-    return "text/plain; charset=UTF-8"
-
-
-def short_error(outcome: RunOutcome) -> str:
-    """One line for the caller: the traceback's last line, or the limit that ended the run."""
-    if outcome.reason == "exception":
-        lines = [line.strip() for line in outcome.error.strip().splitlines() if line.strip()]
-        text = lines[-1] if lines else "the code raised an exception"
-    elif outcome.reason == "runner" and " cannot run on this runner now: " in outcome.error:
-        # Which language the runner cannot run now, without its inner details (/health has them).
-        text = outcome.error.split(": ", 1)[0]
-    else:
-        text = _EXPLAINED.get(outcome.reason or "runner", "the code failed")
-    return text[:_MAX_MESSAGE_CHARS]
-
-
-def _failure(outcome: RunOutcome, run_id: uuid.UUID, mask: Masker) -> AppError:
-    if outcome.reason == "timeout":
-        return RunTimedOut()
-    # Masked: the message is the service's report (to anonymous callers on public endpoints);
-    # a code hands a secret to its caller, if it must, through `result.set`.
-    message = f"error on executing code: {mask(short_error(outcome))} (run {run_id})"
-    if outcome.reason == "runner":
-        return Unavailable(message)
-    return RunFailed(message)
-
-
-def _failed(reason: Any, error: str) -> RunOutcome:
-    return RunOutcome(ok=False, reason=reason, error=error, status_code=None, content_type="text")
 
 
 async def execute(ex: Executor, *, code: Code, invoked_id: str, inputs: RunInputs) -> Execution:
@@ -314,7 +210,13 @@ async def _execute(
     # Recorded before the caller is answered, so whoever reads the run or its logs right after
     # sees them; this task is shielded, so a client that goes away does not stop it.
     try:
-        await _record_outcome(ex, execution, invoked_id=invoked_id)
+        # Secret values are masked in all of it (result, error, log lines), whichever store
+        # takes it.
+        run = as_stored(execution.run, execution.mask)
+        lines = log_entries(
+            run, invoked_id=invoked_id, outcome=execution.outcome, mask=execution.mask
+        )
+        await record_outcome(ex.book, ex.journal, ex.log_store, run, lines)
     except AppError as exc:
         answer.set_exception(exc)
         _count(ex, code, "failed", "runner", started)
@@ -346,14 +248,14 @@ async def _run_once(
         # a 503 that leaves nothing behind, and a run under way never waits on it again.
         secrets = await ex.vault.for_run(code.project_uuid)
         mask = Masker(secrets.values()) if secrets else NO_MASK
-        await _record_start(ex, run)
+        await record_start(ex.book, ex.journal, run)
         try:
             outcome = await _run_in_slot(
                 ex, ticket, run=run, code=code, inputs=inputs, secrets=secrets, deadline=deadline
             )
         except AppError as exc:  # e.g. the runner is disabled: the caller gets its answer
             passthrough = exc
-            outcome = _failed("runner", exc.message)
+            outcome = failed_outcome("runner", exc.message)
     finally:
         ticket.release()  # free the slot before the bookkeeping
 
@@ -365,7 +267,7 @@ async def _run_once(
         }
         result, error = outcome.result, None
     else:
-        error = passthrough or _failure(outcome, run.id, mask)
+        error = passthrough or caller_error(outcome, run.id, mask)
         status = error.status_code
         extra = {
             "status_code": status,
@@ -376,32 +278,10 @@ async def _run_once(
         result = outcome.error or str(extra["error"])
         if outcome.reason == "runner":
             log.warning("run %s failed in the runner: %s", run.id, mask(outcome.error)[:500])
-    # The run as its caller sees it; `_record_outcome` stores it with the secrets masked.
+    # The run as its caller sees it; it is stored with the secrets masked (`as_stored`).
     run.status = "completed" if outcome.ok else "failed"
     run.result, run.extra, run.updated_at = result, extra, utcnow()
     return Execution(run, outcome, status, media_type(outcome.content_type), error, mask)
-
-
-NOT_RUN = "the run was not executed: the database failed while recording its start"
-
-
-async def _record_start(ex: Executor, run: CodeRun) -> None:
-    try:
-        await ex.book.start(run)
-    except Exception as exc:
-        log.warning("recording run %s as started failed: %s", run.id, exc)
-        # The insert may have committed before the connection broke: a journaled end makes sure
-        # such a record does not stay `started` (written over nothing when it did not commit).
-        run.status, run.result, run.updated_at = "failed", NOT_RUN, utcnow()
-        run.extra = {
-            "status_code": 503,
-            "content_type": "text",
-            "reason": "runner",
-            "error": NOT_RUN,
-        }
-        with contextlib.suppress(Exception):
-            await ex.journal.keep(run, [])
-        raise Unavailable("could not record the run") from exc
 
 
 async def _run_in_slot(
@@ -418,10 +298,10 @@ async def _run_in_slot(
         async with asyncio.timeout_at(deadline):
             await ticket.wait_for_slot()
     except TimeoutError:
-        return _failed("timeout", "timed out waiting for a free runner slot")
+        return failed_outcome("timeout", "timed out waiting for a free runner slot")
     remaining = deadline - asyncio.get_running_loop().time()
     if remaining <= 0:
-        return _failed("timeout", "timed out waiting for a free runner slot")
+        return failed_outcome("timeout", "timed out waiting for a free runner slot")
     request = RunRequest(
         run_id=str(run.id),
         code_id=str(code.id),
@@ -439,87 +319,12 @@ async def _run_in_slot(
             return await ex.runner.run(request)
     except TimeoutError:
         log.error("the runner did not end run %s at its deadline", run.id)
-        return _failed("timeout", "the run did not end by its deadline")
+        return failed_outcome("timeout", "the run did not end by its deadline")
     except AppError:
         raise
     except Exception as exc:
         log.exception("the runner failed on run %s", run.id)
-        return _failed("runner", f"runner error: {type(exc).__name__}")
-
-
-async def _record_outcome(ex: Executor, execution: Execution, *, invoked_id: str) -> None:
-    """Store the run's outcome and its logs (one transaction when logs live in the database).
-
-    What the database cannot take now goes to the journal, which writes it when the database is
-    back; raises Unavailable only when neither could keep it. Secret values are masked in all
-    of it (result, error, log lines), whichever store takes it.
-    """
-    run = _as_stored(execution.run, execution.mask)
-    entries = _log_entries(
-        run, invoked_id=invoked_id, outcome=execution.outcome, mask=execution.mask
-    )
-    in_database = isinstance(ex.log_store, SqlLogStore)
-    try:
-        await ex.book.finish(run, log_rows(entries) if in_database else [])
-    except Exception as exc:
-        log.warning(
-            "the database did not take the outcome of run %s, journaling it: %s", run.id, exc
-        )
-        try:
-            await ex.journal.keep(run, entries if in_database else [])
-        except Exception as journal_exc:
-            log.exception("journaling the outcome of run %s failed", run.id)
-            raise Unavailable("could not record the run's outcome") from journal_exc
-    if entries and not in_database:
-        try:
-            await ex.log_store.write(entries)
-        except Exception as exc:
-            log.exception("keeping the logs of run %s failed", run.id)
-            raise Unavailable("could not keep the run's logs") from exc
-
-
-def _as_stored(run: CodeRun, mask: Masker) -> CodeRun:
-    """The outcome of `run` as it is stored: with the secrets masked (a copy, when any)."""
-    if not mask:
-        return run
-    return CodeRun(
-        id=run.id,
-        status=run.status,
-        result=mask(run.result or ""),
-        extra=mask.json(run.extra),
-        updated_at=run.updated_at,
-    )
-
-
-def _log_entries(
-    run: CodeRun, *, invoked_id: str, outcome: RunOutcome, mask: Masker = NO_MASK
-) -> list[LogEntry]:
-    entries = [
-        LogEntry(
-            run_id=str(run.id),
-            code_id=invoked_id,
-            type=line.type,
-            content=line.content,
-            seq=seq,
-            created_at=datetime.fromtimestamp(line.at, UTC) if line.at else utcnow(),
-        )
-        for seq, line in enumerate(outcome.logs)
-    ]
-    if not outcome.ok and outcome.error and not any(e.content == outcome.error for e in entries):
-        # The traceback (or why the run was stopped) belongs with the run's logs.
-        entries.append(
-            LogEntry(
-                run_id=str(run.id),
-                code_id=invoked_id,
-                type="error",
-                content=outcome.error,
-                seq=len(entries),
-            )
-        )
-    if mask:
-        for entry in entries:
-            entry.content = mask(entry.content)
-    return entries
+        return failed_outcome("runner", f"runner error: {type(exc).__name__}")
 
 
 def raise_for_failure(execution: Execution) -> None:
@@ -534,7 +339,7 @@ async def find_code(
     code = cache.get(code_id)
     if code is None:
         async with sessionmaker() as session:
-            code = await get_by_any_id(session, code_id)
+            code = await code_by_any_id(session, code_id)
         if code is not None:
             cache.put(code_id, code)
     return code
@@ -545,13 +350,7 @@ async def find_code_to_run(
 ) -> Code:
     """The code `POST /run` may execute: Contributors of its project (others get a 404)."""
     async with sessionmaker() as session:
-        code = await get_by_any_id(session, code_id)
-        if code is None:
-            raise CodeNotFound()
-        await authorize(
-            session, principal, code.project_uuid, Role.CONTRIBUTOR, not_member=CodeNotFound()
-        )
-        return code
+        return await visible_code(session, principal, code_id, Role.CONTRIBUTOR)
 
 
 # --- reading runs -------------------------------------------------------------------------
@@ -560,17 +359,12 @@ async def find_code_to_run(
 async def get_run(session: AsyncSession, principal: Principal, *, run_id: str) -> CodeRun:
     """A run, for Viewers of its code's project; a deleted code's runs for admins only."""
     run = await get_run_by_id(session, run_id)
-    if principal.sees_all_projects:
-        return run
-    code = await code_of_run(session, run)
-    if code is None:
-        raise RunNotFound()
-    await authorize(session, principal, code.project_uuid, Role.VIEWER, not_member=RunNotFound())
+    await authorize_run(session, principal, run, Role.VIEWER)
     return run
 
 
 async def get_run_by_id(session: AsyncSession, run_id: str) -> CodeRun:
-    run = await repository.get_run_by_any_id(session, run_id)
+    run = await run_by_any_id(session, run_id)
     if run is None:
         raise RunNotFound()
     return run
@@ -672,13 +466,8 @@ async def _keys_of_visible_code(
 ) -> tuple[uuid.UUID | None, str | None]:
     """The UUID and ObjectID the code's runs are stored under, for Viewers of its project; a
     deleted code's (the id as given) for admins only."""
-    code = await get_by_any_id(session, code_id)
+    code = await code_by_any_id(session, code_id)
+    await authorize_code(session, principal, code, Role.VIEWER, not_found=CodeNotFound())
     if code is not None:
-        if not principal.sees_all_projects:
-            await authorize(
-                session, principal, code.project_uuid, Role.VIEWER, not_member=CodeNotFound()
-            )
         return code.id, code.mongo_object_id
-    if principal.sees_all_projects:
-        return parse_uuid(code_id), code_id if is_object_id(code_id) else None
-    raise CodeNotFound()
+    return parse_uuid(code_id), code_id if is_object_id(code_id) else None

@@ -14,10 +14,13 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from fastapi import Depends
 
 from codeactions.config import Settings, check_secrets_key
+from codeactions.parts import Part, part
 from codeactions.spool import spool_root
 
 log = logging.getLogger(__name__)
@@ -142,3 +145,7 @@ def _read_key(path: Path) -> str:
         return check_secrets_key(text)
     except (OSError, ValueError) as exc:
         raise SecretsKeyError(f"cannot use the secrets key file {path}: {exc}") from exc
+
+
+SECRET_BOX: Part[SecretBox] = Part("secret_box")
+SecretBoxDep = Annotated[SecretBox, Depends(part(SECRET_BOX))]

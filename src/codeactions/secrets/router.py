@@ -15,18 +15,13 @@ from codeactions.http import parse_json, read_body
 from codeactions.ops.docs import error_responses, query
 from codeactions.projects.schemas import NO_CONTROL_CHARACTERS
 from codeactions.secrets import service
-from codeactions.secrets.crypto import SecretBox
+from codeactions.secrets.crypto import SecretBoxDep
 from codeactions.secrets.schemas import CREATE_BODY, UPDATE_BODY, SecretOut, secret_json
 
 router = APIRouter(tags=["secrets"])
 
 # Far above the largest value, even with every character escaped as \uXXXX.
 MAX_BODY_BYTES = 1024 * 1024
-
-
-def _box(request: Request) -> SecretBox:
-    box: SecretBox = request.app.state.secret_box
-    return box
 
 
 async def _json_object(request: Request) -> service.Body:
@@ -55,10 +50,10 @@ _MODERATOR = (403, "Moderator role on the project needed")
     responses=error_responses(_BAD_BODY, 401, _MODERATOR, _TAKEN, 413, 503),
 )
 async def create_secret(
-    request: Request, session: SessionDep, principal: CurrentPrincipal
+    request: Request, session: SessionDep, box: SecretBoxDep, principal: CurrentPrincipal
 ) -> JSONResponse:
     secret = await service.create_secret(
-        session, principal, box=_box(request), body=await _json_object(request)
+        session, principal, box=box, body=await _json_object(request)
     )
     return JSONResponse(secret_json(secret), status_code=201)
 
@@ -107,10 +102,10 @@ async def get_secret(session: SessionDep, principal: CurrentPrincipal, id: str) 
     responses=error_responses(_BAD_BODY, 401, _MODERATOR, _NOT_FOUND, _TAKEN, 413, 503),
 )
 async def update_secret(
-    request: Request, session: SessionDep, principal: CurrentPrincipal, id: str
+    request: Request, session: SessionDep, box: SecretBoxDep, principal: CurrentPrincipal, id: str
 ) -> JSONResponse:
     secret = await service.update_secret(
-        session, principal, box=_box(request), secret_id=id, body=await _json_object(request)
+        session, principal, box=box, secret_id=id, body=await _json_object(request)
     )
     return JSONResponse(secret_json(secret))
 

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from codeactions.auth.permissions import authorize
+from codeactions.access.service import authorize, authorize_secret
 from codeactions.auth.principals import Principal, Role
-from codeactions.codes.repository import parse_uuid
 from codeactions.codes.service import valid_project_uuid
 from codeactions.db.models import Secret, utcnow
 from codeactions.db.text import has_control_characters, is_storable
 from codeactions.errors import BadRequest, SecretNameTaken, SecretNotFound, Unavailable
+from codeactions.ids import parse_uuid
+from codeactions.parts import Part
 from codeactions.secrets import repository
 from codeactions.secrets.crypto import SecretBox, UnreadableSecret
 
@@ -86,7 +87,7 @@ async def _visible_secret(
     secret = await repository.get_secret(session, key) if key is not None else None
     if secret is None:
         raise SecretNotFound()
-    await authorize(session, principal, secret.project_uuid, needed, not_member=SecretNotFound())
+    await authorize_secret(session, principal, secret, needed)
     return secret
 
 
@@ -197,3 +198,6 @@ async def seal_all(sessionmaker: async_sessionmaker[AsyncSession], box: SecretBo
         if len(rows) < BATCH:
             return report
         after = rows[-1][0]
+
+
+SECRET_VAULT: Part[SecretVault] = Part("secret_vault")

@@ -1,0 +1,1 @@
+"""Project access: may this principal see or change this code, run, log line, secret or project?"""
