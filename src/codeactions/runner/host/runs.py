@@ -227,6 +227,16 @@ class RunOutput(HostState):
             self._clean(slot)
         self._dispatch()
 
+    def _drop_child(self, slot: Slot) -> None:
+        """Kill the slot's child with its process group and close our ends of its pipes; the
+        slot is left CLEANING, without a child."""
+        if slot.child is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(slot.child.pid, signal.SIGKILL)
+            self._close_child(slot.child)
+        slot.child = None
+        slot.state = SlotState.CLEANING
+
     def _close_child(self, child: Child) -> None:
         for fd in (child.stdin, child.stdout, child.stderr, child.proto):
             if fd < 0:

@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import selectors
-import signal
 import socket
 import subprocess
 import sys
@@ -142,12 +141,7 @@ class Spares(HostState):
     def _retire_spare(self, slot: Slot, error: str) -> None:
         """A spare that failed to start, or ended before its first run: its language backs off;
         the slot is cleaned and waits for the end of the step (parked)."""
-        if slot.child is not None:
-            with contextlib.suppress(OSError):
-                os.killpg(slot.child.pid, signal.SIGKILL)
-            self._close_child(slot.child)
-        slot.child = None
-        slot.state = SlotState.CLEANING
+        self._drop_child(slot)
         self._boot_failed(self._boot_of(slot).key, error)
         self._clean(slot)
 

@@ -156,6 +156,9 @@ class HostState(ABC):
     def _finish_early(self, run: Run, reason: wire.FailureReason, message: str) -> None: ...
 
     @abstractmethod
+    def _drop_child(self, slot: Slot) -> None: ...
+
+    @abstractmethod
     def _close_child(self, child: Child) -> None: ...
 
     # ---------------------------------------------------------------- warm.py

@@ -151,12 +151,7 @@ class WarmWorkers(HostState):
     def _retire_warm(self, slot: Slot) -> None:
         """End a warm worker: the usual cleaning kills the slot, wipes it, boots a spare."""
         slot.warm_key, slot.warm_runs = "", 0
-        if slot.child is not None:
-            with contextlib.suppress(OSError):
-                os.killpg(slot.child.pid, signal.SIGKILL)
-            self._close_child(slot.child)
-        slot.child = None
-        slot.state = SlotState.CLEANING
+        self._drop_child(slot)
         self._kill_slot_pids(slot)
         self._clean(slot)
 
