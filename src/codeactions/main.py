@@ -30,10 +30,11 @@ from codeactions.parts import SETTINGS, Parts
 from codeactions.ratelimit.base import LIMITER, RateLimiter
 from codeactions.ratelimit.factory import build_rate_limiter
 from codeactions.runner.base import RUNNER, Runner
-from codeactions.runs.cleaner import CLEANER, RetentionCleaner
+from codeactions.runs.cleaner import CLEANER, RetentionCleaner, build_cleaner
 from codeactions.runs.journal import JOURNAL, OutcomeJournal
-from codeactions.runs.queue import RUN_QUEUE, RUN_TASKS, Caps, RunQueue
+from codeactions.runs.queue import Caps, RunQueue
 from codeactions.runs.repository import RUN_BOOK, RunBook
+from codeactions.runs.service import EXECUTOR, DisabledRunner, Executor
 from codeactions.secrets.crypto import SECRET_BOX, secret_box
 from codeactions.secrets.repository import ProjectValues
 from codeactions.secrets.service import SECRET_VAULT, SecretVault
@@ -202,8 +203,17 @@ async def _start_parts(
     parts[LOG_STORE] = log_store
     parts[VERIFIER] = oidc
     parts[RUNNER] = runner
-    parts[RUN_QUEUE] = run_queue
-    parts[RUN_TASKS] = run_tasks
+    parts[EXECUTOR] = Executor(
+        runner=runner,
+        queue=run_queue,
+        book=run_book,
+        sessionmaker=sessionmaker,
+        log_store=log_store,
+        metrics=metrics,
+        tasks=run_tasks,
+        journal=journal,
+        vault=secret_vault,
+    )
     # Imported here, as `start_consumers` is: importing the app does not load the AMQP client.
     from codeactions.projects.consumers import CONSUMERS
 
@@ -223,8 +233,6 @@ async def _start_parts(
 
 async def _start_runner(settings: Settings, stack: AsyncExitStack) -> Runner:
     """The sandbox runner, or one that answers 503 when it is turned off."""
-    from codeactions.runs.service import DisabledRunner
-
     runner: Runner
     if settings.runner.enabled:
         from codeactions.runner.sandbox import SandboxRunner
@@ -282,8 +290,6 @@ async def _start_cleaner(
     log_store: LogStore,
 ) -> RetentionCleaner:
     """The daily retention cleaner, running until shutdown."""
-    from codeactions.runs.cleaner import build_cleaner
-
     cleaner = await build_cleaner(
         settings, engine=engine, sessionmaker=sessionmaker, log_store=log_store, stack=stack
     )

@@ -21,8 +21,7 @@ from codeactions.db.session import SESSIONMAKER
 from codeactions.errors import Unauthorized
 from codeactions.main import create_app
 from codeactions.runner.base import Language, RunnerStatus, RunOutcome, RunRequest
-from codeactions.runs.queue import RUN_TASKS
-from codeactions.runs.service import DisabledRunner
+from codeactions.runs.service import EXECUTOR, DisabledRunner
 
 Behaviour = Callable[[RunRequest], Awaitable[RunOutcome]]
 
@@ -151,7 +150,7 @@ class Api:
     async def settle(self) -> None:
         """Wait for runs still being recorded in the background."""
         current = asyncio.current_task()
-        tasks = [t for t in self.app.state.parts[RUN_TASKS] if t is not current]
+        tasks = [t for t in self.app.state.parts[EXECUTOR].tasks if t is not current]
         if tasks:
             await asyncio.wait(tasks, timeout=10)
 

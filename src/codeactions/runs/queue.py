@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from codeactions.errors import AppError, QueueFull, TooManyWaiting
 from codeactions.ops.metrics import Metrics
-from codeactions.parts import Part
 
 
 @dataclass
@@ -172,8 +171,3 @@ class Ticket:
         """Give back the slot (the next waiting runs start) or the place in the queue; once."""
         if self.state != "released":
             self._queue._release(self)
-
-
-RUN_QUEUE: Part[RunQueue] = Part("run_queue")
-# Runs still being recorded after their response went out, drained on shutdown.
-RUN_TASKS: Part[set[asyncio.Task[Any]]] = Part("run_tasks")

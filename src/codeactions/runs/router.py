@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from codeactions.auth.dependencies import CurrentPrincipal
 from codeactions.codes.cache import CodeCacheDep
 from codeactions.codes.service import MAX_PAGE, page_number_pattern
-from codeactions.db.session import SESSIONMAKER, SessionDep, SessionMakerDep
+from codeactions.db.session import SessionDep, SessionMakerDep
 from codeactions.errors import AppError, BadRequest, NotFound, RateLimited
 from codeactions.http import (
     canonical_header_key,
@@ -21,19 +21,13 @@ from codeactions.http import (
     read_body,
     request_headers,
 )
-from codeactions.logs.store import LOG_STORE
 from codeactions.ops.docs import Message, error_responses, query
-from codeactions.ops.metrics import METRICS, MetricsDep
-from codeactions.parts import SettingsDep, parts_of
+from codeactions.ops.metrics import MetricsDep
+from codeactions.parts import SettingsDep, part
 from codeactions.ratelimit.base import LimiterDep
-from codeactions.runner.base import RUNNER
 from codeactions.runs import service
-from codeactions.runs.journal import JOURNAL
-from codeactions.runs.queue import RUN_QUEUE, RUN_TASKS
-from codeactions.runs.repository import RUN_BOOK
 from codeactions.runs.schemas import CodeRunOut, RunCodeIn, RunCodeOut, run_json
-from codeactions.runs.service import Execution, Executor, RunInputs
-from codeactions.secrets.service import SECRET_VAULT
+from codeactions.runs.service import EXECUTOR, Execution, Executor, RunInputs
 
 router = APIRouter()
 
@@ -89,22 +83,7 @@ _TIME: dict[str, Any] = {
 }
 
 
-def get_executor(request: Request) -> Executor:
-    parts = parts_of(request.app)
-    return Executor(
-        runner=parts[RUNNER],
-        queue=parts[RUN_QUEUE],
-        book=parts[RUN_BOOK],
-        sessionmaker=parts[SESSIONMAKER],
-        log_store=parts[LOG_STORE],
-        metrics=parts[METRICS],
-        tasks=parts[RUN_TASKS],
-        journal=parts[JOURNAL],
-        vault=parts[SECRET_VAULT],
-    )
-
-
-ExecutorDep = Annotated[Executor, Depends(get_executor)]
+ExecutorDep = Annotated[Executor, Depends(part(EXECUTOR))]
 
 
 def _result_response(execution: Execution, headers: dict[str, str]) -> Response:

@@ -23,6 +23,7 @@ from codeactions.errors import AppError, BadRequest, CodeNotFound, RunNotFound, 
 from codeactions.ids import is_object_id, parse_uuid
 from codeactions.logs.store import LogStore
 from codeactions.ops.metrics import Metrics
+from codeactions.parts import Part
 from codeactions.runner.base import Language, Runner, RunnerStatus, RunOutcome, RunRequest
 from codeactions.runs import repository
 from codeactions.runs.journal import OutcomeJournal
@@ -98,9 +99,9 @@ class RunInputs:
 # --- execution ----------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class Executor:
-    """What an execution needs, built from the app's parts for each request (get_executor)."""
+    """What an execution needs: built once by the lifespan, handed to the execution routes."""
 
     runner: Runner
     queue: RunQueue
@@ -111,6 +112,9 @@ class Executor:
     tasks: set[asyncio.Task[Any]]
     journal: OutcomeJournal
     vault: SecretVault
+
+
+EXECUTOR: Part[Executor] = Part("executor")
 
 
 @dataclass
