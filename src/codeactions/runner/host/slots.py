@@ -8,9 +8,8 @@ from typing import Any
 
 from codeactions.runner import wire
 
-Timer = list[
-    Any
-]  # [when, sequence, callback]; a callback of None cancels it (Supervisor.call_later)
+# [when, sequence, callback]; a callback of None cancels it (Supervisor.call_later)
+Timer = list[Any]
 READ_SIZE = 65536  # what is read of a child's pipe at once
 
 
