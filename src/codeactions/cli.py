@@ -1,4 +1,4 @@
-"""The `codeactions` command: serve, migrate, clean, secrets, settings."""
+"""The `codeactions` command: serve, migrate, clean, secrets, settings, run, tail."""
 
 from __future__ import annotations
 
@@ -6,13 +6,16 @@ import asyncio
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from codeactions.config import Settings
 
 if TYPE_CHECKING:
+    from codeactions.live.client import Server, Terminal
     from codeactions.secrets.service import SealReport
 
 app = typer.Typer(help="Code Actions service.", no_args_is_help=True)
@@ -46,6 +49,9 @@ def serve(
         access_log=False,
         log_config=None,  # every line through configure_logging's handler (JSON)
         timeout_graceful_shutdown=int(settings.server.shutdown_grace_seconds),
+        # /web frames are small JSON: compressing each costs the fan-out of an event to many
+        # followers half its CPU, and each connection about 35 KiB (bench/bench_live.py).
+        ws_per_message_deflate=False,
     )
 
 
@@ -134,6 +140,108 @@ def settings_command() -> None:
     from codeactions.settings_doc import settings_table
 
     typer.echo(settings_table(), nl=False)
+
+
+# --- the /web client: run, tail ---------------------------------------------------------------
+
+URL_OPTION = typer.Option(
+    None,
+    "--url",
+    envvar="CODEACTIONS_URL",
+    help="The service: http(s)://host:port or its ws(s)://.../web (default "
+    "http://127.0.0.1:8050, where `codeactions serve` listens by default).",
+    show_default=False,
+)
+TOKEN_OPTION = typer.Option(
+    "", "--token", envvar="CODEACTIONS_TOKEN", help="A JWT or the static token."
+)
+NO_COLOR_OPTION = typer.Option(
+    False, "--no-color", help="No colours (also with NO_COLOR set, or when not a terminal)."
+)
+
+
+@app.command("run")
+def run_command(
+    code_id: str = typer.Argument(..., help="The code to run."),
+    param: list[str] = typer.Option([], "--param", "-p", help="A query parameter, k=v."),
+    header: list[str] = typer.Option([], "--header", "-H", help="A header, k=v."),
+    body: str | None = typer.Option(None, help="The body; @file reads a file, @- stdin."),
+    method: str | None = typer.Option(None, help="The HTTP method the code sees (POST)."),
+    url: str | None = URL_OPTION,
+    token: str = TOKEN_OPTION,
+    no_color: bool = NO_COLOR_OPTION,
+) -> None:
+    """Run a code: its lines on stderr as they are written, its result on stdout.
+
+    Exit code: 0 completed, 1 failed, 2 not run (usage, connection, token, unknown code)."""
+    from codeactions.live.client import RunInputs, run_code
+
+    headers: dict[str, list[str]] = {}
+    for name, value in (_pair(item, "--header") for item in header):
+        headers.setdefault(name, []).append(value)
+    inputs = RunInputs(
+        params=dict(_pair(item, "--param") for item in param),
+        headers=headers,
+        body=_body(body),
+        method=method,
+    )
+    server, terminal = _client(url, token, no_color)
+    _exit(terminal, run_code(server, terminal, code_id, inputs))
+
+
+@app.command("tail")
+def tail_command(
+    run_or_code_id: str = typer.Argument(..., metavar="RUN_ID|CODE_ID"),
+    url: str | None = URL_OPTION,
+    token: str = TOKEN_OPTION,
+    no_color: bool = NO_COLOR_OPTION,
+) -> None:
+    """Follow a run's lines to its end; given a code's id, each new run's, until Ctrl-C.
+
+    Exit code: 0 the run ended (any status); 1 no such run or code; 2 connection or token error."""
+    from codeactions.live.client import tail
+
+    server, terminal = _client(url, token, no_color)
+    _exit(terminal, tail(server, terminal, run_or_code_id))
+
+
+def _client(url: str | None, token: str, no_color: bool) -> tuple[Server, Terminal]:
+    from codeactions.live.client import DEFAULT_URL, Server, Terminal
+
+    color = not no_color and not os.environ.get("NO_COLOR")
+    return Server(url or DEFAULT_URL, token), Terminal(sys.stdout, sys.stderr, color)
+
+
+def _pair(item: str, option: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name:
+        raise typer.BadParameter(f"{item!r} is not k=v", param_hint=option)
+    return name, value
+
+
+def _body(body: str | None) -> str | None:
+    if body is None or not body.startswith("@"):
+        return body
+    if body == "@-":
+        return sys.stdin.read()
+    try:
+        return Path(body[1:]).read_text()
+    except OSError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--body") from None
+
+
+def _exit(terminal: Terminal, command: Coroutine[Any, Any, int]) -> None:
+    """Run a client command; its CommandError is one line on stderr and its exit code."""
+    from codeactions.live.client import CommandError
+
+    try:
+        code = asyncio.run(command)
+    except CommandError as exc:
+        terminal.echo(terminal.err, f"codeactions: {exc.message}", fg="red")
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    raise typer.Exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

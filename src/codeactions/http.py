@@ -16,7 +16,8 @@ from codeactions.errors import BadRequest, HeadersTooLarge, PayloadTooLarge, err
 ALLOW_METHODS = "GET,HEAD,PUT,PATCH,POST,DELETE"
 # Headers a browser script may read from our answers (pagination and rate limits).
 EXPOSE_HEADERS = (
-    "Link,X-Total-Count,RateLimit-Limit,RateLimit-Remaining,RateLimit-Reset,Retry-After,X-Run-Id"
+    "Link,X-Total-Count,RateLimit-Limit,RateLimit-Remaining,RateLimit-Reset,X-RateLimit-Limit,"
+    "X-RateLimit-Remaining,X-RateLimit-Reset,Retry-After,X-Run-Id"
 )
 
 

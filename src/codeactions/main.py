@@ -15,10 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from codeactions import __version__
 from codeactions.auth.dependencies import VERIFIER, TokenVerifier
+from codeactions.auth.login import TOKEN_CLIENT, start_login
+from codeactions.auth.sessions import SESSION_STORE
 from codeactions.codes.cache import CODE_CACHE, CodeCache
 from codeactions.config import Settings
 from codeactions.db.session import ENGINE, SESSIONMAKER, create_engine, create_sessionmaker
 from codeactions.errors import ErrorBoundary, install_error_handlers
+from codeactions.events.bus import EVENT_BUS, EventBus
+from codeactions.events.factory import build_event_bus
 from codeactions.http import CorsMiddleware, HeaderLimit
 from codeactions.logs.factory import build_log_store
 from codeactions.logs.store import LOG_STORE, LogStore
@@ -30,11 +34,12 @@ from codeactions.parts import SETTINGS, Parts
 from codeactions.ratelimit.base import LIMITER, RateLimiter
 from codeactions.ratelimit.factory import build_rate_limiter
 from codeactions.runner.base import RUNNER, Runner
+from codeactions.runner.disabled import DisabledRunner
 from codeactions.runs.cleaner import CLEANER, RetentionCleaner, build_cleaner
 from codeactions.runs.journal import JOURNAL, OutcomeJournal
 from codeactions.runs.queue import Caps, RunQueue
 from codeactions.runs.repository import RUN_BOOK, RunBook
-from codeactions.runs.service import EXECUTOR, DisabledRunner, Executor
+from codeactions.runs.service import EXECUTOR, Executor
 from codeactions.secrets.crypto import SECRET_BOX, secret_box
 from codeactions.secrets.repository import ProjectValues
 from codeactions.secrets.service import SECRET_VAULT, SecretVault
@@ -157,6 +162,10 @@ async def _start_parts(
     if limiter is None:
         limiter = build_rate_limiter(settings.ratelimit)
         stack.push_async_callback(limiter.close)
+    # Closed after the runs in flight have drained (they tell their followers how they ended).
+    bus = build_event_bus(settings.ratelimit.redis_url)
+    await bus.start()
+    stack.push_async_callback(bus.close)
     if log_store is None:
         log_store = build_log_store(
             settings.logs, sessionmaker, spools=spools, spool=settings.spool
@@ -202,6 +211,7 @@ async def _start_parts(
     parts[LIMITER] = limiter
     parts[LOG_STORE] = log_store
     parts[VERIFIER] = oidc
+    parts[TOKEN_CLIENT], parts[SESSION_STORE] = start_login(settings, stack)
     parts[RUNNER] = runner
     parts[EXECUTOR] = Executor(
         runner=runner,
@@ -213,7 +223,10 @@ async def _start_parts(
         tasks=run_tasks,
         journal=journal,
         vault=secret_vault,
+        bus=bus,
     )
+    parts[EVENT_BUS] = bus
+    await _start_live(settings, stack, parts, bus=bus, log_store=log_store)
     # Imported here, as `start_consumers` is: importing the app does not load the AMQP client.
     from codeactions.projects.consumers import CONSUMERS
 
@@ -229,6 +242,32 @@ async def _start_parts(
         runner=runner,
     )
     parts[HEALTH] = Health(settings, checks, started_at)
+
+
+async def _start_live(
+    settings: Settings, stack: AsyncExitStack, parts: Parts, *, bus: EventBus, log_store: LogStore
+) -> None:
+    """The live channel's limits and what its packages use (the other parts already set)."""
+    from codeactions.live.follow import Sources
+    from codeactions.live.limits import LIVE_LIMITS, build_live_limits
+    from codeactions.live.packages import LIVE, Services
+
+    limits = build_live_limits(
+        settings.ratelimit.redis_url,
+        max_connections=settings.live.ws_max_connections,
+        message_limit=settings.live.ws_rate_limit,
+    )
+    stack.push_async_callback(limits.close)
+    parts[LIVE_LIMITS] = limits
+    parts[LIVE] = Services(
+        settings=settings,
+        sources=Sources(bus, parts[SESSIONMAKER], log_store, settings.live.follower_queue),
+        executor=parts[EXECUTOR],
+        runner=parts[RUNNER],
+        cache=parts[CODE_CACHE],
+        metrics=parts[METRICS],
+        runs=set(),
+    )
 
 
 async def _start_runner(settings: Settings, stack: AsyncExitStack) -> Runner:
@@ -305,8 +344,10 @@ async def _start_cleaner(
 
 
 def _include_routers(app: FastAPI) -> None:
+    from codeactions.auth.router import router as auth_router
     from codeactions.codes.router import router as codes_router
     from codeactions.libs.router import router as libs_router
+    from codeactions.live.router import router as live_router
     from codeactions.logs.router import router as logs_router
     from codeactions.ops.router import router as ops_router
     from codeactions.projects.router import router as projects_router
@@ -314,9 +355,11 @@ def _include_routers(app: FastAPI) -> None:
     from codeactions.secrets.router import router as secrets_router
 
     app.include_router(ops_router)
+    app.include_router(auth_router)
     app.include_router(projects_router)
     app.include_router(codes_router)
     app.include_router(logs_router)
     app.include_router(libs_router)
     app.include_router(runs_router)
+    app.include_router(live_router)
     app.include_router(secrets_router)

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from codeactions.config import AuthSettings, Settings
 from codeactions.main import create_app
-from tests.auth.provider_server import REALM_PATH, USERINFO_PATH, PrivateKey
+from tests.auth.provider_server import REALM_PATH, TOKEN_PATH, USERINFO_PATH, PrivateKey
 from tests.conftest import ADMIN_TOKEN
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +38,7 @@ class FakeProvider:
         self.url = f"http://127.0.0.1:{service_port}"
         self.issuer = f"{self.url}{REALM_PATH}"
         self.userinfo_url = f"{self.url}{USERINFO_PATH}"
+        self.token_url = f"{self.url}{TOKEN_PATH}"
         self._control = httpx.Client(base_url=f"http://127.0.0.1:{control_port}", timeout=30)
 
     def _post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -63,6 +64,42 @@ class FakeProvider:
     @property
     def userinfo_calls(self) -> int:
         return self._calls("userinfo")
+
+    @property
+    def token_calls(self) -> int:
+        return self._calls("token")
+
+    @property
+    def last_client_auth(self) -> str:
+        """How the last token request authenticated its client: `client_secret_basic`,
+        `client_secret_post` or `none`."""
+        return str(self._control.get("/state").json()["last_client_auth"])
+
+    def add_user(
+        self, username: str, password: str, *, subject: str | None = None, **claims: Any
+    ) -> str:
+        """Register a user the password grant accepts; its tokens carry `claims` (e.g. `email`).
+        Returns its subject (`sub`)."""
+        subject = subject or f"user-{username}"
+        body = {"username": username, "password": password, "subject": subject, "claims": claims}
+        self._post("/users", body)
+        return subject
+
+    def add_client(self, client_id: str, secret: str | None = None) -> None:
+        """Register a client of the token endpoint: confidential with a secret, else public."""
+        self._post("/clients", {"client_id": client_id, "secret": secret})
+
+    def set_client_auth_methods(self, methods: list[str]) -> None:
+        """The client authentications discovery advertises and the token endpoint accepts."""
+        self._post("/mode", {"auth_methods": methods})
+
+    def set_lifetimes(self, *, access_seconds: int, refresh_seconds: int) -> None:
+        """How long the tokens it issues from now on live."""
+        self._post("/mode", {"access_seconds": access_seconds, "refresh_seconds": refresh_seconds})
+
+    def revoke(self, session_id: str) -> None:
+        """End a session (a logout at the provider): its refresh tokens stop working."""
+        self._post("/revoke", {"session_id": session_id})
 
     def set_down(self, down: bool) -> None:
         """Close (or reopen) the provider's port: calls to it are refused."""

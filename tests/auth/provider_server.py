@@ -1,28 +1,35 @@
 """The OIDC provider process the tests start (`python -m tests.auth.provider_server`).
 
 On its service port it serves what an identity provider serves: a discovery document, the JWKS
-(at Keycloak's path) and a userinfo endpoint (at `/userinfo`, not Keycloak's path, so only
-discovery or the setting lead there). On a second, control port the tests (through
-`tests.auth.provider.FakeProvider`) have it issue tokens, register opaque ones, report how often each
-endpoint was called, close its service port (connection refused), answer an error status or slowly.
+(at Keycloak's path), a userinfo endpoint (at `/userinfo`, not Keycloak's path, so only
+discovery or the setting lead there) and a token endpoint (Keycloak's path; RFC 6749 password and
+refresh_token grants, public and confidential clients, client_secret_basic and client_secret_post).
+On a second, control port the tests (through `tests.auth.provider.FakeProvider`) have it issue
+tokens, register opaque ones, users and clients, report how often each endpoint was called, close
+its service port (connection refused), answer an error status or slowly.
 It imports nothing of the service or the tests.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import secrets
 import sys
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, unquote_plus
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 REALM_PATH = "/realms/weni"
 USERINFO_PATH = "/userinfo"
+TOKEN_PATH = f"{REALM_PATH}/protocol/openid-connect/token"
+CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 
@@ -57,9 +64,18 @@ class ProviderState:
             self.keys: dict[str, PrivateKey] = {"k1": self._key("k1", "RS256")}
             self.userinfo: dict[str, dict[str, Any]] = {}  # bearer token -> its userinfo answer
             self.expires: dict[str, float] = {}  # issued JWT -> its exp
-            self.calls = {"discovery": 0, "jwks": 0, "userinfo": 0}
+            self.calls = {"discovery": 0, "jwks": 0, "userinfo": 0, "token": 0}
             self.status = 200
             self.delay = 0.0
+            self.users: dict[str, dict[str, Any]] = {}  # username -> password, subject, claims
+            self.clients: dict[str, str | None] = {}  # client id -> secret (None: public)
+            self.auth_methods = list(CLIENT_AUTH_METHODS)  # what discovery advertises
+            self.access_seconds, self.refresh_seconds = 300, 1800
+            self.revoked: set[str] = set()  # session ids logged out
+            self.last_client_auth = ""  # how the last token request authenticated its client
+            # Refresh tokens are HS256, signed with a secret only the provider knows, as
+            # Keycloak's: never accepted as an access token by a verifier of the published keys.
+            self.refresh_secret = secrets.token_bytes(32)
 
     def _key(self, kid: str, algorithm: str) -> PrivateKey:
         slot = (kid, algorithm.startswith("ES"))
@@ -99,6 +115,110 @@ class ProviderState:
             if self.expires.get(token, float("inf")) <= time.time():
                 return None
             return self.userinfo.get(token)
+
+    def token_response(
+        self, form: dict[str, str], authorization: str, issuer: str
+    ) -> tuple[int, Any]:
+        """RFC 6749 4.3 and 6: the password and refresh_token grants, after client auth (2.3)."""
+        with self.lock:
+            client_id, refused = self._client(form, authorization)
+            if refused is not None:
+                return refused
+            grant = form.get("grant_type")
+            if grant == "password":
+                user = self.users.get(form.get("username", ""))
+                if user is None or user["password"] != form.get("password"):
+                    return 400, {
+                        "error": "invalid_grant",
+                        "error_description": "Invalid user credentials",
+                    }
+                return 200, self._issue(issuer, form["username"], client_id, secrets.token_hex(16))
+            if grant == "refresh_token":
+                try:
+                    claims = jwt.decode(
+                        form.get("refresh_token", ""), self.refresh_secret, algorithms=["HS256"]
+                    )
+                except jwt.PyJWTError:
+                    return 400, {
+                        "error": "invalid_grant",
+                        "error_description": "Invalid refresh token",
+                    }
+                if claims.get("azp") != client_id or claims.get("sid") in self.revoked:
+                    return 400, {
+                        "error": "invalid_grant",
+                        "error_description": "Session not active",
+                    }
+                return 200, self._issue(
+                    issuer, claims["preferred_username"], client_id, claims["sid"]
+                )
+            return 400, {"error": "unsupported_grant_type"}
+
+    def _client(
+        self, form: dict[str, str], authorization: str
+    ) -> tuple[str, tuple[int, Any] | None]:
+        """The client the request authenticates as, or the refusal."""
+        invalid = (
+            401,
+            {"error": "invalid_client", "error_description": "Invalid client credentials"},
+        )
+        secret: str | None = None
+        if authorization.lower().startswith("basic "):
+            try:
+                pair = base64.b64decode(authorization[6:], validate=True).decode()
+            except ValueError:
+                return "", invalid
+            name, _, given = pair.partition(":")
+            client_id, secret, method = (
+                unquote_plus(name),
+                unquote_plus(given),
+                "client_secret_basic",
+            )
+        else:
+            client_id = form.get("client_id", "")
+            secret = form.get("client_secret")
+            method = "client_secret_post" if secret is not None else "none"
+        self.last_client_auth = method
+        if client_id not in self.clients:
+            return client_id, invalid
+        expected = self.clients[client_id]
+        if expected is None:  # a public client
+            return client_id, None if secret is None else invalid
+        if method not in self.auth_methods or secret != expected:
+            return client_id, invalid
+        return client_id, None
+
+    def _issue(self, issuer: str, username: str, client_id: str, session_id: str) -> dict[str, Any]:
+        user, now = self.users[username], int(time.time())
+        common = {"iss": issuer, "sub": user["subject"], "iat": now, "sid": session_id}
+        access = {
+            **common,
+            "aud": "account",
+            "azp": client_id,
+            "typ": "Bearer",
+            "exp": now + self.access_seconds,
+            "jti": secrets.token_hex(8),
+            **user["claims"],
+        }
+        refresh = {
+            **common,
+            "azp": client_id,
+            "typ": "Refresh",
+            "exp": now + self.refresh_seconds,
+            "jti": secrets.token_hex(8),
+            "preferred_username": username,
+        }
+        access_token = jwt.encode(access, self.keys["k1"], algorithm="RS256", headers={"kid": "k1"})
+        self.userinfo[access_token] = {"sub": user["subject"], **user["claims"]}
+        self.expires[access_token] = float(access["exp"])
+        return {
+            "access_token": access_token,
+            "expires_in": self.access_seconds,
+            "refresh_expires_in": self.refresh_seconds,
+            "refresh_token": jwt.encode(refresh, self.refresh_secret, algorithm="HS256"),
+            "token_type": "Bearer",
+            "session_state": session_id,
+            "scope": "email profile",
+        }
 
 
 class _Server(ThreadingHTTPServer):
@@ -152,12 +272,36 @@ class _ServiceHandler(_Handler):
             return
         self.answer(*serve())
 
-    @staticmethod
-    def discovery(base: str) -> dict[str, Any]:
+    def do_POST(self) -> None:
+        state = self.server.state
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode("utf-8", "replace")
+        if self.path != TOKEN_PATH:
+            self.answer(404, {"error": "not_found"})
+            return
+        with state.lock:
+            state.calls["token"] += 1
+            status, delay = state.status, state.delay
+        if delay:
+            time.sleep(delay)
+        if status != 200:
+            self.answer(status, {"error": "server_error"})
+            return
+        # A parameter sent twice is a request error (RFC 6749 3.2); here the first one counts.
+        form = {name: values[0] for name, values in parse_qs(body, keep_blank_values=True).items()}
+        issuer = f"http://{self.headers.get('Host')}{REALM_PATH}"
+        self.answer(*state.token_response(form, self.headers.get("Authorization", ""), issuer))
+
+    def discovery(self, base: str) -> dict[str, Any]:
+        with self.server.state.lock:
+            auth_methods = list(self.server.state.auth_methods)
         return {
             "issuer": f"{base}{REALM_PATH}",
             "jwks_uri": f"{base}{REALM_PATH}/protocol/openid-connect/certs",
             "userinfo_endpoint": f"{base}{USERINFO_PATH}",
+            "token_endpoint": f"{base}{TOKEN_PATH}",
+            "token_endpoint_auth_methods_supported": auth_methods,
+            "grant_types_supported": ["password", "refresh_token"],
             "id_token_signing_alg_values_supported": ["RS256", "ES256"],
         }
 
@@ -177,7 +321,7 @@ class _ControlHandler(_Handler):
         state = self.server.state
         if self.path == "/state":
             with state.lock:
-                self.answer(200, state.calls)
+                self.answer(200, {**state.calls, "last_client_auth": state.last_client_auth})
         elif self.path == "/keys":
             with state.lock:
                 self.answer(200, state.jwks())
@@ -201,10 +345,29 @@ class _ControlHandler(_Handler):
             with state.lock:
                 state.userinfo[body["token"]] = body["claims"]
             self.answer(200, {})
+        elif self.path == "/users":
+            with state.lock:
+                state.users[body["username"]] = {
+                    "password": body["password"],
+                    "subject": body["subject"],
+                    "claims": body["claims"],
+                }
+            self.answer(200, {})
+        elif self.path == "/clients":
+            with state.lock:
+                state.clients[body["client_id"]] = body["secret"]
+            self.answer(200, {})
+        elif self.path == "/revoke":
+            with state.lock:
+                state.revoked.add(body["session_id"])
+            self.answer(200, {})
         elif self.path == "/mode":
             with state.lock:
                 state.status = body.get("status", state.status)
                 state.delay = body.get("delay", state.delay)
+                state.auth_methods = body.get("auth_methods", state.auth_methods)
+                state.access_seconds = body.get("access_seconds", state.access_seconds)
+                state.refresh_seconds = body.get("refresh_seconds", state.refresh_seconds)
             if body.get("down") is True:
                 service.stop()
             elif body.get("down") is False:

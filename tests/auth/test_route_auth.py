@@ -24,6 +24,10 @@ PUBLIC = {
     ("GET", "/metrics"),
     ("GET", "/docs"),
     ("GET", "/openapi.json"),
+    ("POST", "/login"),  # how a caller gets credentials
+    ("POST", "/refresh"),
+    ("GET", "/web/schema"),  # the WebSocket's documentation
+    ("*", "/web"),  # the WebSocket checks its token itself (closed 1008): tests/live/test_web.py
     ("*", "/docs/assets/{path}"),  # the documentation page's static files
     ("*", "/action/endpoint/{code_id}"),
     ("*", "/endpoint/{code_id}"),

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
 
 from codeactions.auth.principals import Principal
@@ -21,7 +23,8 @@ from codeactions.db.session import SESSIONMAKER
 from codeactions.errors import Unauthorized
 from codeactions.main import create_app
 from codeactions.runner.base import Language, RunnerStatus, RunOutcome, RunRequest
-from codeactions.runs.service import EXECUTOR, DisabledRunner
+from codeactions.runner.disabled import DisabledRunner
+from codeactions.runs.service import EXECUTOR
 
 Behaviour = Callable[[RunRequest], Awaitable[RunOutcome]]
 
@@ -153,6 +156,27 @@ class Api:
         tasks = [t for t in self.app.state.parts[EXECUTOR].tasks if t is not current]
         if tasks:
             await asyncio.wait(tasks, timeout=10)
+
+
+@asynccontextmanager
+async def served(api: Api) -> AsyncIterator[str]:
+    """The test app behind a real HTTP server (its lifespan is already running): host:port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = uvicorn.Config(api.app, port=port, lifespan="off", log_level="warning")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    for _ in range(500):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.01)
+    assert server.started, "the server did not start"
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 StartApi = Callable[..., Awaitable[Api]]

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import event, insert
 
 from codeactions.db.listing import CHUNK_ROWS
 from codeactions.db.models import CodeRun
 from codeactions.db.session import ENGINE, SESSIONMAKER
 from tests.conftest import ADMIN
-from tests.runs.conftest import Api, bearer
+from tests.runs.conftest import Api, bearer, served
 
 START = datetime(2024, 12, 10, 12, 0, 0, tzinfo=UTC)
 # More than two chunks, and three runs per instant, so ties straddle the chunk boundaries.
@@ -150,27 +146,6 @@ async def test_a_viewer_lists_every_run_and_an_outsider_none(api: Api) -> None:
     assert len(viewer.json()) == CHUNK_ROWS + 1
 
 
-@asynccontextmanager
-async def served(api: Api) -> AsyncIterator[str]:
-    """The test app behind a real HTTP server (its lifespan is already running)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = uvicorn.Config(api.app, port=port, lifespan="off", log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    for _ in range(500):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.01)
-    assert server.started, "the server did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
 async def test_a_client_going_away_stops_the_listing_and_frees_its_connection(
     api: Api,
 ) -> None:
@@ -192,8 +167,8 @@ async def test_a_client_going_away_stops_the_listing_and_frees_its_connection(
     event.listen(engine.sync_engine, "before_cursor_execute", count_reads)
     event.listen(engine.sync_engine, "invalidate", count_dropped)
     try:
-        async with served(api) as url, httpx.AsyncClient(timeout=10) as client:
-            path = f"{url}/coderun?code_id={code.id}"
+        async with served(api) as host, httpx.AsyncClient(timeout=10) as client:
+            path = f"http://{host}/coderun?code_id={code.id}"
             async with client.stream("GET", path, headers=ADMIN) as response:
                 assert response.status_code == 200
                 received = await anext(response.aiter_raw())

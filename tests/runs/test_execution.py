@@ -191,7 +191,7 @@ async def test_runner_failure_answers_503(api: Api) -> None:
 
 
 async def test_disabled_runner_answers_503(start_api: StartApi) -> None:
-    from codeactions.runs.service import DisabledRunner
+    from codeactions.runner.disabled import DisabledRunner
 
     api = await start_api(parts={"runner": DisabledRunner()})
     code = await api.add_code()
@@ -270,6 +270,10 @@ async def test_rate_limit_answers_429_with_headers(start_api: StartApi) -> None:
     assert third.json() == {"message": "Too Many Requests"}
     assert third.headers["RateLimit-Remaining"] == "0"
     assert int(third.headers["Retry-After"]) >= 1
+    # The X- spellings too, with the same values.
+    for name in ("Limit", "Remaining", "Reset"):
+        assert first.headers[f"X-RateLimit-{name}"] == first.headers[f"RateLimit-{name}"]
+        assert third.headers[f"X-RateLimit-{name}"] == third.headers[f"RateLimit-{name}"]
     assert len(api.runner.calls) == 2
     # /endpoint shares the code's bucket
     assert (await api.client.get(f"/endpoint/{code.id}")).status_code == 429

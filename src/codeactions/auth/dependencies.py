@@ -63,8 +63,14 @@ async def current_principal(
     verifier: VerifierDep,
 ) -> Principal:
     """Deny by default: the static token, or a verified OIDC token when OIDC is enabled."""
-    token = bearer_token(request)
-    if is_static_token(settings.auth, token):
+    return await principal_of_token(settings.auth, verifier, bearer_token(request))
+
+
+async def principal_of_token(
+    settings: AuthSettings, verifier: TokenVerifier | None, token: str
+) -> Principal:
+    """Who `token` is: the static token's admin, or the OIDC token's caller; Unauthorized."""
+    if is_static_token(settings, token):
         return Principal(kind="admin")
     if verifier is None:
         raise Unauthorized("not authorized")

@@ -49,6 +49,39 @@ class ProviderError(Exception):
     """The identity provider could not be reached or answered nonsense."""
 
 
+async def get_json(
+    http: httpx.AsyncClient, url: str, *, token: str | None = None
+) -> dict[str, Any]:
+    """The provider's JSON object at `url`; ProviderError when it cannot say, Unauthorized when it
+    refuses the bearer `token`."""
+    headers = {"Accept": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        response = await http.get(url, headers=headers)
+    except httpx.HTTPError as exc:
+        raise ProviderError(f"{url}: {type(exc).__name__}") from exc
+    if response.status_code in (400, 401, 403) and token is not None:
+        raise Unauthorized(NOT_AUTHORIZED)
+    if response.status_code != 200:
+        raise ProviderError(f"{url} answered {response.status_code}")
+    try:
+        document = response.json()
+    except ValueError as exc:
+        raise ProviderError(f"{url} answered invalid JSON") from exc
+    if not isinstance(document, dict):
+        raise ProviderError(f"{url} answered JSON that is not an object")
+    return document
+
+
+def endpoint(document: Mapping[str, Any], name: str) -> str:
+    """An endpoint URL the provider's discovery document advertises."""
+    url = document.get(name)
+    if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+        raise ProviderError(f"the discovery document has no {name}")
+    return url
+
+
 def is_internal(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.strip().lower() == "true")
 
@@ -211,7 +244,7 @@ class OidcVerifier:
         return None
 
     async def _fetch_keys(self) -> dict[str, tuple[jwt.PyJWK, str | None]]:
-        document = await self._get_json(self._settings.jwks_url)
+        document = await get_json(self._http, self._settings.jwks_url)
         entries = document.get("keys")
         if not isinstance(entries, list):
             raise ProviderError("the JWKS has no `keys` list")
@@ -230,26 +263,6 @@ class OidcVerifier:
                 continue
             keys[str(entry.get("kid") or "")] = (key, alg)
         return keys
-
-    async def _get_json(self, url: str, *, token: str | None = None) -> dict[str, Any]:
-        headers = {"Accept": "application/json"}
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        try:
-            response = await self._http.get(url, headers=headers)
-        except httpx.HTTPError as exc:
-            raise ProviderError(f"{url}: {type(exc).__name__}") from exc
-        if response.status_code in (400, 401, 403) and token is not None:
-            raise Unauthorized(NOT_AUTHORIZED)
-        if response.status_code != 200:
-            raise ProviderError(f"{url} answered {response.status_code}")
-        try:
-            document = response.json()
-        except ValueError as exc:
-            raise ProviderError(f"{url} answered invalid JSON") from exc
-        if not isinstance(document, dict):
-            raise ProviderError(f"{url} answered JSON that is not an object")
-        return document
 
     # --- userinfo -----------------------------------------------------------------------
 
@@ -286,7 +299,7 @@ class OidcVerifier:
     async def _fetch_userinfo(self, token: str, digest: str, until: float) -> dict[str, Any]:
         try:
             url = await self._userinfo_url()
-            answer = await self._get_json(url, token=token)
+            answer = await get_json(self._http, url, token=token)
         except ProviderError as exc:
             log.warning("OIDC userinfo failed: %s", exc)
             raise Unavailable(PROVIDER_DOWN) from exc
@@ -305,9 +318,6 @@ class OidcVerifier:
             return self._settings.oidc_userinfo_url
         async with self._discovery_lock:
             if self._discovered_userinfo_url is None:
-                document = await self._get_json(self._settings.discovery_url)
-                url = document.get("userinfo_endpoint")
-                if not isinstance(url, str) or not url.startswith(("https://", "http://")):
-                    raise ProviderError("the discovery document has no userinfo_endpoint")
-                self._discovered_userinfo_url = url
+                document = await get_json(self._http, self._settings.discovery_url)
+                self._discovered_userinfo_url = endpoint(document, "userinfo_endpoint")
             return self._discovered_userinfo_url

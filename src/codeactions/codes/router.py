@@ -6,15 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from codeactions.auth.dependencies import CurrentPrincipal
 from codeactions.codes import service
-from codeactions.codes.cache import CodeCache, CodeCacheDep
+from codeactions.codes.cache import CodeCacheDep
 from codeactions.codes.schemas import CODE_TYPES, LANGUAGES, RAW_SOURCE_BODY, CodeOut, code_json
-from codeactions.db.models import Code
-from codeactions.db.session import SessionDep, SessionMakerDep, after_commit
+from codeactions.db.session import SessionDep, SessionMakerDep
 from codeactions.errors import BadRequest, PayloadTooLarge
+from codeactions.events.bus import EventBusDep
 from codeactions.http import json_array, read_body
 from codeactions.ops.docs import error_responses, query
 from codeactions.ops.metrics import MetricsDep
@@ -28,11 +27,6 @@ router = APIRouter(tags=["codes"])
 # request with only `page` gets pages of this size.
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 1000
-
-
-def _forget_after_commit(cache: CodeCache, session: AsyncSession, code: Code) -> None:
-    """Runs on this replica use the new version as soon as it is committed."""
-    after_commit(session, lambda: cache.invalidate(code))
 
 
 def _source_reader(request: Request, limit: int) -> service.SourceReader:
@@ -122,6 +116,8 @@ async def create_code(
     settings: SettingsDep,
     runner: RunnerDep,
     metrics: MetricsDep,
+    cache: CodeCacheDep,
+    bus: EventBusDep,
     principal: CurrentPrincipal,
     project_uuid: ProjectUuid = None,
     name: Name = None,
@@ -142,6 +138,7 @@ async def create_code(
         check_source=service.runner_source_checker(runner),
     )
     metrics.code_created(project_uuid=code.project_uuid, code_id=str(code.id))
+    service.announce(session, cache=cache, bus=bus, code=code, event="code.saved")
     return JSONResponse(code_json(code), status_code=201)
 
 
@@ -169,6 +166,7 @@ async def update_code(
     runner: RunnerDep,
     metrics: MetricsDep,
     cache: CodeCacheDep,
+    bus: EventBusDep,
     principal: CurrentPrincipal,
     id: str,
     name: Name = None,
@@ -189,7 +187,7 @@ async def update_code(
         check_source=service.runner_source_checker(runner),
     )
     metrics.code_updated(project_uuid=code.project_uuid, code_id=str(code.id))
-    _forget_after_commit(cache, session, code)
+    service.announce(session, cache=cache, bus=bus, code=code, event="code.saved")
     return JSONResponse(code_json(code))
 
 
@@ -271,8 +269,12 @@ async def list_codes(
     },
 )
 async def delete_code(
-    session: SessionDep, cache: CodeCacheDep, principal: CurrentPrincipal, id: str
+    session: SessionDep,
+    cache: CodeCacheDep,
+    bus: EventBusDep,
+    principal: CurrentPrincipal,
+    id: str,
 ) -> Response:
     code = await service.delete_code(session, principal, code_id=id)
-    _forget_after_commit(cache, session, code)
+    service.announce(session, cache=cache, bus=bus, code=code, event="code.deleted")
     return Response(status_code=200)

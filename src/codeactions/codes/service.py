@@ -11,12 +11,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from codeactions.access.service import authorize, visible_code
 from codeactions.auth.principals import Principal, Role
 from codeactions.codes import repository
-from codeactions.codes.schemas import CODE_TYPES, LANGUAGES
+from codeactions.codes.cache import CodeCache
+from codeactions.codes.schemas import CODE_TYPES, LANGUAGES, code_json
 from codeactions.config import CodeSettings
 from codeactions.db.listing import AllRows
 from codeactions.db.models import Code, utcnow
+from codeactions.db.session import after_commit
 from codeactions.db.text import has_control_characters, storable_text
 from codeactions.errors import BadRequest, NotFound
+from codeactions.events.bus import EventBus
+from codeactions.events.channels import project_channel, project_event
 from codeactions.runner.base import CompileError, Runner
 
 # Reads the request's source; raises BadRequest(SOURCE_TOO_BIG) once `max_source_bytes` is reached.
@@ -276,3 +280,18 @@ def runner_source_checker(runner: Runner | None) -> SourceChecker | None:
             raise BadRequest(str(exc) or "source code does not compile") from None
 
     return check
+
+
+def announce(
+    session: AsyncSession, *, cache: CodeCache, bus: EventBus, code: Code, event: str
+) -> None:
+    """Once the change is committed: this replica's cache forgets the code, and its project's
+    followers hear of it (`code.saved` or `code.deleted`, with the code)."""
+    record = code_json(code)
+    channel = project_channel(code.project_uuid)
+
+    def committed() -> None:
+        cache.invalidate(code)
+        bus.publish(channel, [project_event(event, code=record)])
+
+    after_commit(session, committed)

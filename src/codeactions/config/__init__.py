@@ -12,6 +12,7 @@ from codeactions.config.database import (
 )
 from codeactions.config.fields import Group, env
 from codeactions.config.health import HealthSettings
+from codeactions.config.live import LiveSettings
 from codeactions.config.logs import LogSettings
 from codeactions.config.rabbitmq import RabbitSettings
 from codeactions.config.ratelimit import RateLimitSettings
@@ -34,6 +35,7 @@ __all__ = [
     "DatabaseSettings",
     "Group",
     "HealthSettings",
+    "LiveSettings",
     "LogSettings",
     "RabbitSettings",
     "RateLimitSettings",

@@ -1,13 +1,18 @@
-"""Settings of authentication: the static admin token and OIDC (Keycloak) verification."""
+"""Settings of authentication: the static admin token, OIDC (Keycloak) verification and login."""
 
 from __future__ import annotations
 
 from typing import Literal
 
+from pydantic_settings import SettingsConfigDict
+
 from codeactions.config.fields import Group, env
 
 
 class AuthSettings(Group):
+    # A mistyped client secret must not end up in the error printed at start.
+    model_config = SettingsConfigDict(hide_input_in_errors=True)
+
     token: str = env(
         "AUTH_TOKEN",
         "FLOWS_CODE_ACTIONS_AUTH_TOKEN",
@@ -66,6 +71,21 @@ class AuthSettings(Group):
         description="How long a userinfo answer for an opaque token is cached (answers for JWTs "
         "are kept until the token expires).",
     )
+    oidc_client_id: str = env(
+        "OIDC_CLIENT_ID",
+        default="",
+        description="Client id with which `POST /login` and `POST /refresh` ask the provider's token "
+        "endpoint (password and refresh_token grants) for tokens; empty (or OIDC off) turns "
+        "these routes off (404).",
+    )
+    oidc_client_secret: str = env(
+        "OIDC_CLIENT_SECRET",
+        default="",
+        repr=False,
+        description="Secret of that client when it is confidential (sent as the provider's "
+        "discovery document allows: `client_secret_basic`, else `client_secret_post`); empty for "
+        "a public client. A secret the provider refuses is the service's fault: 503, not 401.",
+    )
     oidc_timeout_seconds: float = env(
         "OIDC_TIMEOUT_SECONDS",
         default=5.0,
@@ -82,6 +102,11 @@ class AuthSettings(Group):
     @property
     def jwks_url(self) -> str:
         return self.oidc_jwks_url or f"{self.issuer}/protocol/openid-connect/certs"
+
+    @property
+    def login_enabled(self) -> bool:
+        """Whether `POST /login` and `POST /refresh` are served."""
+        return self.oidc_enabled and bool(self.oidc_client_id)
 
     @property
     def discovery_url(self) -> str:

@@ -24,7 +24,8 @@ class RateLimitSettings(Group):
         "REDIS_URL",
         "FLOWS_CODE_ACTIONS_REDIS",
         default="",
-        description="Redis for a limiter shared by replicas; empty keeps it in process.",
+        description="Redis shared by replicas: rate limits, live events, /web connection and "
+        "message limits, login sessions; empty keeps all of them in process.",
     )
     fail_open: bool = env(
         "RATELIMIT_FAIL_OPEN",

@@ -10,6 +10,7 @@ from codeactions.config.codes import CodeSettings
 from codeactions.config.database import DatabaseSettings
 from codeactions.config.fields import Group
 from codeactions.config.health import HealthSettings
+from codeactions.config.live import LiveSettings
 from codeactions.config.logs import LogSettings
 from codeactions.config.rabbitmq import RabbitSettings
 from codeactions.config.ratelimit import RateLimitSettings
@@ -32,6 +33,7 @@ class Settings(Group):
     health: HealthSettings = Field(default_factory=HealthSettings)
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
+    live: LiveSettings = Field(default_factory=LiveSettings)
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends
@@ -136,8 +137,10 @@ def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
     session.info.setdefault(AFTER_COMMIT, []).append(callback)
 
 
-async def get_session(maker: SessionMakerDep) -> AsyncIterator[AsyncSession]:
-    """The request session: commits when the handler succeeds, rolls back when it raises."""
+@asynccontextmanager
+async def unit_of_work(maker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session that commits when the block succeeds and rolls back when it raises; what was
+    asked for `after_commit` runs once it has committed."""
     async with maker() as session:
         try:
             yield session
@@ -147,6 +150,12 @@ async def get_session(maker: SessionMakerDep) -> AsyncIterator[AsyncSession]:
             raise
         for callback in session.info.pop(AFTER_COMMIT, ()):
             callback()
+
+
+async def get_session(maker: SessionMakerDep) -> AsyncIterator[AsyncSession]:
+    """The request session: commits when the handler succeeds, rolls back when it raises."""
+    async with unit_of_work(maker) as session:
+        yield session
 
 
 # "function" scope: commit before the response is sent, so a 201 means the row is there.

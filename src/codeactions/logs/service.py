@@ -8,7 +8,7 @@ from codeactions.access.repository import code_by_any_id, code_of_run, run_by_an
 from codeactions.access.service import authorize_code, authorize_log
 from codeactions.auth.principals import Principal, Role
 from codeactions.codes.service import MAX_PAGE, parse_page_number
-from codeactions.db.models import Code
+from codeactions.db.models import Code, CodeRun
 from codeactions.errors import BadRequest, CodeNotFound, LogNotFound
 from codeactions.ids import is_id
 from codeactions.logs.schemas import PAGE_SIZE
@@ -77,3 +77,33 @@ async def list_logs(
     )
     entries, total = await store.list(query)
     return entries, total, number
+
+
+# Lines read per page when a whole run's lines are read.
+RUN_LINES_PAGE = 1000
+
+
+async def run_lines(session: AsyncSession, store: LogStore, run: CodeRun) -> list[LogEntry]:
+    """Every stored line of a run (already authorized), in the order it wrote them."""
+    code = await code_of_run(session, run)
+    if code is not None:
+        code_ids = _spellings(code)
+    else:
+        code_ids = tuple(k for k in (str(run.code_id or ""), run.code_mongo_id or "") if k)
+    entries: list[LogEntry] = []
+    page = 1
+    while True:
+        query = LogQuery(
+            run_id=str(run.id),
+            code_ids=code_ids,
+            run_created_at=run.created_at,
+            page=page,
+            page_size=RUN_LINES_PAGE,
+        )
+        batch, total = await store.list(query)
+        entries.extend(batch)
+        if not batch or len(entries) >= total:
+            break
+        page += 1
+    entries.sort(key=lambda entry: (entry.seq, entry.created_at))
+    return entries

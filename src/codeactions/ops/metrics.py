@@ -229,6 +229,25 @@ class Metrics:
             ("consumer", "outcome"),
             registry=r,
         )
+        self.ws_connections = Gauge(
+            "codeactions_ws_connections", "Open WebSocket connections of /web.", registry=r
+        )
+        self.ws_frames = Counter(
+            "codeactions_ws_frames",
+            "WebSocket requests answered, by package and status code (0 OK ... 4 not found).",
+            ("pkg_id", "status_code"),
+            registry=r,
+        )
+        self.ws_events = Counter(
+            "codeactions_ws_events",
+            "Events sent to live followers (WebSocket and SSE).",
+            registry=r,
+        )
+        self.ws_lagged = Counter(
+            "codeactions_ws_lagged",
+            "Live followers that fell behind and were told where to resume.",
+            registry=r,
+        )
         # The original's default registry had them (client_golang's process collector).
         ProcessCollector(registry=r)
 
@@ -293,6 +312,10 @@ class Metrics:
 
     def code_updated(self, *, project_uuid: str, code_id: str) -> None:
         self.ca_code_updated.inc(*self._code_labels(project_uuid, code_id))
+
+    def ws_frame(self, *, pkg_id: int, status_code: int) -> None:
+        """A WebSocket request was answered."""
+        self.ws_frames.labels(str(pkg_id), str(status_code)).inc()
 
     def event_handled(self, *, consumer: str, outcome: str) -> None:
         """A RabbitMQ message was settled (see `events` for the outcomes)."""

@@ -18,10 +18,15 @@ class Decision:
     reset_seconds: int  # seconds until a request would be allowed again (or the window renews)
 
     def headers(self) -> dict[str, str]:
+        values = {
+            "Limit": str(self.limit),
+            "Remaining": str(self.remaining),
+            "Reset": str(self.reset_seconds),  # seconds from now, in both spellings
+        }
         headers = {
-            "RateLimit-Limit": str(self.limit),
-            "RateLimit-Remaining": str(self.remaining),
-            "RateLimit-Reset": str(self.reset_seconds),
+            f"{prefix}RateLimit-{name}": value
+            for name, value in values.items()
+            for prefix in ("", "X-")
         }
         if not self.allowed:
             headers["Retry-After"] = str(max(1, self.reset_seconds))

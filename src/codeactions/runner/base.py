@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
 
@@ -27,6 +28,10 @@ class RunRequest:
     method: str = "POST"
     # The code's project's secrets (name -> plaintext value), as they were at the run's start.
     secrets: dict[str, str] = field(default_factory=dict)
+    # Called on the event loop with the run's next log lines, in order, while it runs (a line
+    # reaches it within ~50 ms, or only in the outcome if the run ends first); together they
+    # are a prefix of RunOutcome.logs. What it raises is logged, never the run's concern.
+    on_logs: Callable[[list[RunLogLine]], None] | None = None
 
 
 @dataclass

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,8 @@ class SandboxRunner:
         # Keys the secrets' share of a warm key: the key names them without revealing them.
         self._warm_salt = os.urandom(32)
         self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        # Runs under way whose request wants their log lines live (RunRequest.on_logs).
+        self._log_sinks: dict[str, Callable[[list[RunLogLine]], None]] = {}
         self._process: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
@@ -174,7 +177,10 @@ class SandboxRunner:
                     self._update_status(frame["status"])
                     if self._ready is not None and not self._ready.done():
                         self._ready.set_result(frame["status"])
+                elif op == "logs":
+                    self._live_logs(frame["id"], frame["logs"])
                 elif op in ("done", "compiled", "pong"):
+                    self._log_sinks.pop(frame["id"], None)
                     waiter = self._waiters.pop(frame["id"], None)
                     if waiter is not None and not waiter.done():
                         waiter.set_result(frame)
@@ -189,6 +195,15 @@ class SandboxRunner:
             # Only a supervisor that once worked is restarted; a failed start raises in start().
             if not self._closing and self._live_generation == generation:
                 self._restart_task = asyncio.create_task(self._restart(generation))
+
+    def _live_logs(self, request_id: str, entries: list[wire.LogEntry]) -> None:
+        on_logs = self._log_sinks.get(request_id)
+        if on_logs is None:
+            return  # nobody listens, or the run is over
+        try:
+            on_logs(_log_lines(entries))
+        except Exception:
+            logger.exception("runner: the live log callback of run %s failed", request_id)
 
     async def _relay_stderr(self, process: asyncio.subprocess.Process) -> None:
         assert process.stderr is not None
@@ -220,7 +235,11 @@ class SandboxRunner:
                     delay = min(delay * 2, 5.0)
 
     async def _request(
-        self, message: dict[str, Any], wait_seconds: float, blob: bytes = b""
+        self,
+        message: dict[str, Any],
+        wait_seconds: float,
+        blob: bytes = b"",
+        on_logs: Callable[[list[RunLogLine]], None] | None = None,
     ) -> dict[str, Any]:
         if self._restart_lock.locked():
             async with self._restart_lock:
@@ -229,6 +248,8 @@ class SandboxRunner:
         message["id"] = request_id
         waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiters[request_id] = waiter
+        if on_logs is not None:
+            self._log_sinks[request_id] = on_logs
         generation = self._generation
         try:
             self._send(message, blob)
@@ -242,6 +263,7 @@ class SandboxRunner:
                     break
         finally:
             self._waiters.pop(request_id, None)
+            self._log_sinks.pop(request_id, None)
         if generation == self._generation and not self._closing:
             logger.error("runner supervisor stopped answering; restarting it")
             self._restart_task = asyncio.create_task(self._restart(generation))
@@ -286,7 +308,7 @@ class SandboxRunner:
         self._in_flight += 1
         try:
             frame = await self._request(
-                {"op": "run", "run": meta}, request.timeout + self.grace, payload
+                {"op": "run", "run": meta}, request.timeout + self.grace, payload, request.on_logs
             )
         except SupervisorGone as exc:
             return RunOutcome(
@@ -382,8 +404,10 @@ def _outcome(outcome: wire.Outcome) -> RunOutcome:
         content_type=outcome["content_type"],
         reason=outcome["reason"],
         error=outcome["error"],
-        logs=[
-            RunLogLine(type=kind, content=content, at=at) for kind, content, at in outcome["logs"]
-        ],
+        logs=_log_lines(outcome["logs"]),
         duration=outcome["duration"],
     )
+
+
+def _log_lines(entries: list[wire.LogEntry]) -> list[RunLogLine]:
+    return [RunLogLine(type=kind, content=content, at=at) for kind, content, at in entries]

@@ -15,6 +15,10 @@ the child (see `child_request`), so a large request costs the supervisor only a 
   supervisor -> API   {"op": "ready", "status": SupervisorStatus}   (once each language has
                           started or failed to: the first status the API sees is true)
                       {"op": "status", "status": SupervisorStatus}  (a language's changed)
+                      {"op": "logs", "id": str, "logs": [LogEntry, ...]}  (a run's next log
+                          lines, sent while it runs: what a run's "logs" frames carry, in order,
+                          is always a prefix of its outcome's logs; a run over within
+                          20 ms of a line sends it only in its outcome: host/runs.py)
                       {"op": "done", "id": str, "outcome": Outcome}
                       {"op": "compiled", "id": str, "error": str|null, "runner_error": str|null}
                       {"op": "pong", "id": str}
@@ -38,7 +42,8 @@ Language = Literal["python", "javascript", "go"]
 LANGUAGES: tuple[Language, ...] = ("python", "javascript", "go")
 
 ApiOp = Literal["init", "run", "compile", "ping", "shutdown"]  # what the API sends
-SupervisorOp = Literal["ready", "status", "done", "compiled", "pong"]  # what the supervisor sends
+# What the supervisor sends.
+SupervisorOp = Literal["ready", "status", "logs", "done", "compiled", "pong"]
 
 # Why a run failed, as stored in the run's `extra.reason` and counted in metrics.
 FailureReason = Literal[

@@ -30,6 +30,7 @@ from codeactions.parts import Part
 
 def new_started_run(
     *,
+    run_id: uuid.UUID | None = None,
     code_id: uuid.UUID,
     code_mongo_id: str | None,
     params: dict[str, str],
@@ -38,7 +39,7 @@ def new_started_run(
 ) -> CodeRun:
     now = utcnow()
     return CodeRun(
-        id=uuid.uuid4(),
+        id=run_id or uuid.uuid4(),
         code_id=code_id,
         code_mongo_id=code_mongo_id,
         status="started",
@@ -185,11 +186,14 @@ async def list_runs(
     before: datetime | None,
     offset: int,
     limit: int,
+    status: str | None = None,
 ) -> tuple[list[CodeRun], int]:
     """One page of a code's runs, newest first, and how many match in all."""
     if code_uuid is None and not code_mongo_id:
         return [], 0
     conditions = _run_conditions(code_uuid, code_mongo_id, after, before)
+    if status is not None:
+        conditions.append(CodeRun.status == status)
     return await page_of(session, CodeRun, conditions, offset=offset, limit=limit)
 
 

@@ -19,14 +19,16 @@ from codeactions.codes.cache import CodeCache
 from codeactions.codes.service import MAX_PAGE, parse_page_number
 from codeactions.db.listing import AllRows
 from codeactions.db.models import Code, CodeRun, utcnow
-from codeactions.errors import AppError, BadRequest, CodeNotFound, RunNotFound, Unavailable
+from codeactions.errors import AppError, BadRequest, CodeNotFound, RunNotFound
+from codeactions.events.bus import EventBus
 from codeactions.ids import is_object_id, parse_uuid
 from codeactions.logs.store import LogStore
 from codeactions.ops.metrics import Metrics
 from codeactions.parts import Part
-from codeactions.runner.base import Language, Runner, RunnerStatus, RunOutcome, RunRequest
+from codeactions.runner.base import Runner, RunOutcome, RunRequest
 from codeactions.runs import repository
 from codeactions.runs.journal import OutcomeJournal
+from codeactions.runs.live import RunBroadcast
 from codeactions.runs.outcome import (
     as_stored,
     caller_error,
@@ -48,39 +50,6 @@ log = logging.getLogger(__name__)
 
 # The runner kills a run at its deadline; this much later we stop waiting for the runner itself.
 RUNNER_GRACE_SECONDS = 5.0
-
-
-class DisabledRunner:
-    """Stands in for the sandbox runner when it is turned off: every execution answers 503."""
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def run(self, request: RunRequest) -> RunOutcome:
-        raise Unavailable("code runner is disabled")
-
-    async def check(self, language: Language, source: str) -> None:
-        return None  # nothing to compile with; a save is not refused for it
-
-    def status(self) -> RunnerStatus:
-        return RunnerStatus(
-            ok=True,
-            error="",
-            isolation="none (the runner is disabled)",
-            network="none",
-            cgroups="none",
-            slots=0,
-            busy=0,
-            queued=0,
-            node_spares=0,
-            warnings=[],
-            restarts=0,
-            supervisor_pid=None,
-            languages={},
-        )
 
 
 # --- inputs -------------------------------------------------------------------------------
@@ -112,6 +81,7 @@ class Executor:
     tasks: set[asyncio.Task[Any]]
     journal: OutcomeJournal
     vault: SecretVault
+    bus: EventBus  # where a run's lines and end are told to its followers
 
 
 EXECUTOR: Part[Executor] = Part("executor")
@@ -126,6 +96,7 @@ class Execution:
     error: AppError | None = None  # on failure: what the caller is answered
     # Hides the project's secret values in what is stored about the run (not in the answer).
     mask: Masker = NO_MASK
+    broadcast: RunBroadcast | None = None  # None when the run was never recorded
 
 
 def code_timeout_seconds(code: Code) -> float:
@@ -133,8 +104,19 @@ def code_timeout_seconds(code: Code) -> float:
     return float(code.timeout or 60)
 
 
-async def execute(ex: Executor, *, code: Code, invoked_id: str, inputs: RunInputs) -> Execution:
+async def execute(
+    ex: Executor,
+    *,
+    code: Code,
+    invoked_id: str,
+    inputs: RunInputs,
+    run_id: uuid.UUID | None = None,
+    draft: str | None = None,
+) -> Execution:
     """Run the code once: record it `started`, wait for a slot, run, record the outcome.
+
+    `run_id`: the id to record the run under (a caller following it subscribes first).
+    `draft`: a source to run instead of the code's own, recorded as a run of the code.
 
     Raises QueueFull or TooManyWaiting at once when the run may not wait for a slot. The work
     runs as its own task, which records the outcome and then answers: a client that disconnects
@@ -156,6 +138,8 @@ async def execute(ex: Executor, *, code: Code, invoked_id: str, inputs: RunInput
             code=code,
             invoked_id=invoked_id,
             inputs=inputs,
+            run_id=run_id,
+            draft=draft,
             deadline=deadline,
             started=started,
         )
@@ -196,12 +180,21 @@ async def _execute(
     code: Code,
     invoked_id: str,
     inputs: RunInputs,
+    run_id: uuid.UUID | None,
+    draft: str | None,
     deadline: float,
     started: float,
 ) -> None:
     try:
         execution = await _run_once(
-            ex, ticket, code=code, invoked_id=invoked_id, inputs=inputs, deadline=deadline
+            ex,
+            ticket,
+            code=code,
+            invoked_id=invoked_id,
+            inputs=inputs,
+            run_id=run_id,
+            draft=draft,
+            deadline=deadline,
         )
     except BaseException as exc:
         if not answer.done():
@@ -213,18 +206,18 @@ async def _execute(
         raise
     # Recorded before the caller is answered, so whoever reads the run or its logs right after
     # sees them; this task is shielded, so a client that goes away does not stop it.
+    # Secret values are masked in all of it (result, error, log lines), whichever store takes it.
+    run = as_stored(execution.run, execution.mask)
+    lines = log_entries(run, invoked_id=invoked_id, outcome=execution.outcome, mask=execution.mask)
     try:
-        # Secret values are masked in all of it (result, error, log lines), whichever store
-        # takes it.
-        run = as_stored(execution.run, execution.mask)
-        lines = log_entries(
-            run, invoked_id=invoked_id, outcome=execution.outcome, mask=execution.mask
-        )
         await record_outcome(ex.book, ex.journal, ex.log_store, run, lines)
     except AppError as exc:
         answer.set_exception(exc)
         _count(ex, code, "failed", "runner", started)
         return
+    finally:
+        if execution.broadcast is not None:  # its followers hear the end whatever was kept
+            execution.broadcast.finished(execution.run, lines)
     answer.set_result(execution)
     _count(ex, code, _label(execution.outcome), execution.outcome.reason, started)
 
@@ -236,10 +229,13 @@ async def _run_once(
     code: Code,
     invoked_id: str,
     inputs: RunInputs,
+    run_id: uuid.UUID | None,
+    draft: str | None,
     deadline: float,
 ) -> Execution:
     """Record the run `started`, run it, and settle what the caller is answered and stored."""
     run = repository.new_started_run(
+        run_id=run_id,
         code_id=code.id,
         code_mongo_id=invoked_id if is_object_id(invoked_id) else None,
         params=inputs.params,
@@ -253,9 +249,19 @@ async def _run_once(
         secrets = await ex.vault.for_run(code.project_uuid)
         mask = Masker(secrets.values()) if secrets else NO_MASK
         await record_start(ex.book, ex.journal, run)
+        broadcast = RunBroadcast(ex.bus, run=run, project_uuid=code.project_uuid, mask=mask)
+        broadcast.started(run)
         try:
             outcome = await _run_in_slot(
-                ex, ticket, run=run, code=code, inputs=inputs, secrets=secrets, deadline=deadline
+                ex,
+                ticket,
+                run=run,
+                code=code,
+                source=code.source if draft is None else draft,
+                inputs=inputs,
+                secrets=secrets,
+                broadcast=broadcast,
+                deadline=deadline,
             )
         except AppError as exc:  # e.g. the runner is disabled: the caller gets its answer
             passthrough = exc
@@ -285,7 +291,7 @@ async def _run_once(
     # The run as its caller sees it; it is stored with the secrets masked (`as_stored`).
     run.status = "completed" if outcome.ok else "failed"
     run.result, run.extra, run.updated_at = result, extra, utcnow()
-    return Execution(run, outcome, status, media_type(outcome.content_type), error, mask)
+    return Execution(run, outcome, status, media_type(outcome.content_type), error, mask, broadcast)
 
 
 async def _run_in_slot(
@@ -294,8 +300,10 @@ async def _run_in_slot(
     *,
     run: CodeRun,
     code: Code,
+    source: str,
     inputs: RunInputs,
     secrets: dict[str, str],
+    broadcast: RunBroadcast,
     deadline: float,
 ) -> RunOutcome:
     try:
@@ -310,13 +318,14 @@ async def _run_in_slot(
         run_id=str(run.id),
         code_id=str(code.id),
         language=code.language,  # type: ignore[arg-type]
-        source=code.source,
+        source=source,
         timeout=remaining,
         params=inputs.params,
         body=inputs.body,
         headers=inputs.headers,
         method=inputs.method,
         secrets=secrets,
+        on_logs=broadcast.lines,
     )
     try:
         async with asyncio.timeout_at(deadline + RUNNER_GRACE_SECONDS):
@@ -418,8 +427,10 @@ async def list_runs(
     before: str | None,
     page: str | None,
     page_size: str | None,
+    status: str | None = None,
 ) -> RunPage:
-    """A page of a code's runs, newest first, for Viewers of its project (as `all_runs`)."""
+    """A page of a code's runs, newest first, for Viewers of its project (as `all_runs`);
+    `status`: only runs in it (started, completed or failed)."""
     if not code_id:
         raise BadRequest("valid code_id is required")
     since = parse_time(after, "after")
@@ -435,6 +446,7 @@ async def list_runs(
         before=until,
         offset=(number - 1) * size,
         limit=size,
+        status=status,
     )
     return RunPage(runs, total, number, size)
 

@@ -212,8 +212,8 @@ def test_a_reused_engine_ends_a_script_when_its_loop_empties_and_serves_the_next
     script = "setTimeout(() => console.log('done'), 20);"
     events, code = run_reused(script, "function Run(engine) { engine.result.set('next'); }")
     assert code == 0
-    assert [event["t"] for event in events] == ["script", "done", "result", "done"]
-    assert events[2]["value"] == "next"
+    assert [event["t"] for event in events] == ["script", "done", "action", "result", "done"]
+    assert events[3]["value"] == "next"
 
 
 SECRETS_SOURCE = """
@@ -417,15 +417,25 @@ function Run(engine) {
     events, code = run_reused(source, "function Run() { throw new Error('boom'); }", source)
     assert code == 0
     kinds = [event["t"] for event in events]
-    assert kinds == ["result", "done", "error", "done", "result", "done"]
-    first, second = json.loads(events[0]["value"]), json.loads(events[4]["value"])
+    assert kinds == [
+        "action",
+        "result",
+        "done",
+        "action",
+        "error",
+        "done",
+        "action",
+        "result",
+        "done",
+    ]
+    first, second = json.loads(events[1]["value"]), json.loads(events[7]["value"])
     assert first[:2] == second[:2] == [1, 1]
     assert first[2] == second[2]
-    assert [events[1]["code"], events[3]["code"], events[5]["code"]] == [0, 1, 0]
+    assert [events[2]["code"], events[5]["code"], events[8]["code"]] == [0, 1, 0]
 
 
 def test_a_reused_engine_exits_when_a_run_leaves_work_behind() -> None:
     source = "function Run(engine) { require('fs').readFile('/etc/hostname', () => {}); }"
     events, code = run_reused(source, "function Run(engine) { engine.result.set('never'); }")
     assert code == 0
-    assert [event["t"] for event in events] == []  # ended by its exit, not by a "done"
+    assert [event["t"] for event in events] == ["action"]  # ended by its exit, not by a "done"

@@ -5,10 +5,12 @@
 //             max_log_chars, reuse, body_size}, then body_size raw bytes of body (runner/wire.py)
 //   fd 3   -> {"t":"ready"} once booted (a Node spare counts as started only then), then JSON
 //             lines {"t":"log",...} | {"t":"result",...} | {"t":"error","kind":"exception",...}
-//             | {"t":"script"} | {"t":"done","code":0|1}
+//             | {"t":"script"} | {"t":"action"} | {"t":"done","code":0|1}
 //   stdout/stderr are left alone: the supervisor keeps them as info/error logs.
 //   A source that defines no Run is a script, as the original ran it (`node -e`): {"t":"script"}
 //   tells the supervisor its stdout is the result, and the run ends when the event loop empties.
+//   {"t":"action"}, right before Run is called, tells it the source has a Run: its stdout is
+//   logs (which the supervisor may then send on to the API while the run goes on).
 //   Without `reuse`: exit 0 after Run settles, 1 after an error (the exit ends the run).
 //   With `reuse` (a warm worker kept for repeated runs of the same code): after Run settles, its
 //   timers are cleared and, when nothing of the run is left in the event loop, {"t":"done"} ends
@@ -346,6 +348,7 @@ async function execute(run, request) {
     });
     return;
   }
+  emit({ t: 'action' });
   await action(engine);
 }
 

@@ -46,11 +46,8 @@ def of_run(
             error = f"exited with status {code}" + (f": {tail}" if tail else "")
     duration = time.monotonic() - run.started if run.started else 0.0
     result = run.result or {}
-    logs = run.logs
     if run.program and run.stdout is not None:
         result = {"value": run.stdout.decode("utf-8", "replace")}
-        dropped = {id(entry) for entry in run.stdout_logs}
-        logs = [entry for entry in logs if id(entry) not in dropped]
     return {
         "ok": reason is None,
         "result": str(result.get("value", "")),
@@ -58,7 +55,7 @@ def of_run(
         "content_type": str(result.get("content_type", "text")),
         "reason": reason,
         "error": error,
-        "logs": logs,
+        "logs": run.logs,
         "duration": duration,
     }
 

@@ -1,5 +1,6 @@
 """A run in its child: reading what the child says (output, logs, result, "done"), its limits
-on output and time, and its end (the outcome sent to the API, the slot kept warm or cleaned)."""
+on output and time, its log lines sent live, and its end (the outcome sent to the API, the slot
+kept warm or cleaned)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ IDLE_NAP = 0.00002  # a warm worker that said "done" is looked at every IDLE_NAP
 IDLE_WAIT_NOW = 0.002  # ... for this long, then by the loop's timers every IDLE_STEP,
 IDLE_STEP = 0.001  # ... doubling up to IDLE_STEP_MAX, until it is idle (or the run times out)
 IDLE_STEP_MAX = 0.05
+# A run's new log lines go to the API this long after the first of them, if it still runs: a
+# run over by then sends them in its outcome only, so short runs pay nothing for streaming.
+LIVE_FLUSH_SECONDS = 0.02
+LIVE_FRAME_ENTRIES = 1000  # at most this many lines in one "logs" frame ...
+LIVE_FRAME_CHARS = 1 << 20  # ... and about this much text; the rest on the next flush
 
 
 class RunOutput(HostState):
@@ -113,6 +119,7 @@ class RunOutput(HostState):
             run.logs.append(entry)
             if name == "stdout" and run.stdout is not None:
                 run.stdout_logs.append(entry)
+            self._stream_soon(run)
             return
         try:
             message = wire.loads(raw)
@@ -125,6 +132,7 @@ class RunOutput(HostState):
             level = message.get("level")
             level = level if level in ("debug", "info", "error") else "info"
             run.logs.append((level, str(message.get("msg", ""))[: self.max_log_chars], now))
+            self._stream_soon(run)
         elif kind == "result":
             code = message.get("status_code", 200)
             if isinstance(code, bool) or not isinstance(code, int | str):
@@ -134,12 +142,51 @@ class RunOutput(HostState):
             run.error = message
         elif kind == "ready":
             run.engine_ready = True  # Node booted in this run's slot
-        elif kind == "script" and run.language == "javascript":
+        elif kind == "script" and run.language == "javascript" and run.stdout is not None:
+            # Its stdout is its result: the lines made of it so far are no logs (nor sent live).
             run.program = True
+            dropped = {id(entry) for entry in run.stdout_logs}
+            run.logs = [entry for entry in run.logs if id(entry) not in dropped]
+            run.stdout_logs.clear()
+            self._stream_soon(run)
+        elif kind == "action" and run.language == "javascript" and not run.program:
+            run.stdout = None  # it has a Run: its stdout is logs, as the lines made of it so far
+            run.stdout_logs.clear()
+            self._stream_soon(run)
         elif kind == "done":
             code = message.get("code", 0)
             run.done_code = code if isinstance(code, int) and not isinstance(code, bool) else 1
             run.done_keep = message.get("keep", True) is True
+
+    def _stream_soon(self, run: Run) -> None:
+        """New lines: send them to the API in LIVE_FLUSH_SECONDS, unless the run is over by then
+        or they are stdout lines that may be a JavaScript run's result (`_stream` sends them)."""
+        if run.stream_timer is not None or run.finished or run.streamed >= len(run.logs):
+            return
+        if run.stdout_logs and run.logs[run.streamed] is run.stdout_logs[0]:
+            return  # nothing can go before engine.js says "action" (which calls us again)
+        run.stream_timer = self.call_later(LIVE_FLUSH_SECONDS, lambda: self._stream(run))
+
+    def _stream(self, run: Run) -> None:
+        """Send the run's lines not sent yet, up to the first that may be no log: what the API
+        gets live is always a prefix of its outcome's logs."""
+        run.stream_timer = None
+        if run.finished:
+            return
+        end = len(run.logs)
+        if run.stdout_logs:
+            first = run.stdout_logs[0]  # never sent: the stream stops before it
+            end = next((i for i in range(run.streamed, end) if run.logs[i] is first), run.streamed)
+        stop, chars = run.streamed, 0
+        while stop < end and stop - run.streamed < LIVE_FRAME_ENTRIES and chars < LIVE_FRAME_CHARS:
+            chars += len(run.logs[stop][1])
+            stop += 1
+        if stop == run.streamed:
+            return
+        self.send_api({"op": "logs", "id": run.id, "logs": run.logs[run.streamed : stop]})
+        run.streamed = stop
+        if stop < end:
+            self._stream_soon(run)
 
     def _timeout(self, run: Run) -> None:
         if not run.finished:
@@ -180,6 +227,9 @@ class RunOutput(HostState):
         child = run.child
         if run.timer is not None:
             run.timer[2] = None
+        if run.stream_timer is not None:
+            run.stream_timer[2] = None  # what was not sent live goes in the outcome
+            run.stream_timer = None
         if child is not None:
             # Everything the child wrote before it ended is in the pipes: read it all.
             for fd, name in (

@@ -59,8 +59,9 @@ class Run:
         # code id + source hash: which warm worker may run it (JavaScript and Python)
         self.warm_key = str(meta.get("warm_key", "")) if self.language != "go" else ""
         # A program's stdout is its result (text), as the original ran codes: a Go `main`, or
-        # JavaScript without Run (engine.js says {"t": "script"} once it knows, so its raw stdout
-        # is kept until then, and the log lines made of it are dropped if it is one).
+        # JavaScript without Run. engine.js says which once it knows ({"t": "script"} or
+        # {"t": "action"}), so until then a JavaScript run's raw stdout is kept, and the log lines
+        # made of it wait in `stdout_logs`: dropped if it is a script, logs if it has a Run.
         self.program = False
         self.stdout: bytearray | None = bytearray() if self.language == "javascript" else None
         self.stdout_logs: list[wire.LogEntry] = []
@@ -69,6 +70,8 @@ class Run:
         self.child: Child | None = None
         self.started = 0.0
         self.logs: list[wire.LogEntry] = []
+        self.streamed = 0  # how many of `logs` were sent to the API while the run ran
+        self.stream_timer: Timer | None = None  # the pending send of the next ones
         self.result: dict[str, Any] | None = None
         self.error: dict[str, Any] | None = None
         self.reason: wire.FailureReason | None = None

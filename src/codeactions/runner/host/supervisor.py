@@ -122,6 +122,8 @@ class Supervisor(StartUp, Spares, Languages, Dispatch, RunOutput, WarmWorkers, C
 
     def loop(self) -> None:
         while True:
+            while self.timers and self.timers[0][2] is None:
+                heapq.heappop(self.timers)  # cancelled: not worth a wake-up
             timeout = None
             if self.timers:
                 timeout = max(0.0, self.timers[0][0] - time.monotonic())

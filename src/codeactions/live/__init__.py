@@ -1,0 +1,1 @@
+"""The live channel: WebSocket /web, Server-Sent Events, and what they follow."""

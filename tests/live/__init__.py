@@ -1,0 +1,1 @@
+"""Live channel tests."""
