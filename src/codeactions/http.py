@@ -4,9 +4,10 @@ long JSON arrays."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -128,6 +129,23 @@ def canonical_header_key(name: str) -> str:
         out.append(c)
         upper = c == "-"
     return "".join(out)
+
+
+def canonical_headers(headers: Mapping[str, list[str]]) -> dict[str, list[str]]:
+    """Headers given by name (a run request's), under their Go names, same names' values joined."""
+    canonical: dict[str, list[str]] = {}
+    for name, values in headers.items():
+        canonical.setdefault(canonical_header_key(name), []).extend(values)
+    return canonical
+
+
+def validation_problems(error: ValidationError, whole: str) -> str:
+    """What a Pydantic model refused, one `field: reason` per problem (the first five); `whole`
+    names the value itself when the problem is with all of it."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in problem['loc']) or whole}: {problem['msg']}"
+        for problem in error.errors()[:5]
+    )
 
 
 def request_headers(request: Request) -> dict[str, list[str]]:

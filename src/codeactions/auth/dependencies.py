@@ -29,14 +29,18 @@ VerifierDep = Annotated[TokenVerifier | None, Depends(part(VERIFIER))]
 
 def bearer_token(request: Request) -> str:
     """The token of `Authorization: Token X`, `Bearer X` or a bare `X`, as the original accepts."""
-    header = request.headers.get("authorization", "").strip()
-    if not header:
-        raise Unauthorized("invalid token")
-    parts = header.split(None, 1)
-    token = parts[1].strip() if len(parts) == 2 else parts[0]
+    token = token_of_header(request.headers.get("authorization", ""))
     if not token:
         raise Unauthorized("invalid token")
     return token
+
+
+def token_of_header(header: str) -> str:
+    """The token an Authorization header value carries ("" when none)."""
+    parts = header.strip().split(None, 1)
+    if not parts:
+        return ""
+    return parts[1].strip() if len(parts) == 2 else parts[0]
 
 
 def is_static_token(settings: AuthSettings, token: str) -> bool:

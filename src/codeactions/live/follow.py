@@ -16,13 +16,13 @@ from codeactions.errors import AppError
 from codeactions.events.bus import Event, EventBus, Lagged, Subscription
 from codeactions.events.channels import (
     lagged_event,
-    log_event,
     project_channel,
     run_channel,
     run_event,
 )
 from codeactions.logs.service import run_lines
 from codeactions.logs.store import LogEntry, LogStore
+from codeactions.runs.live import stored_line_event
 from codeactions.runs.schemas import run_json
 from codeactions.runs.service import get_run, get_run_by_id
 
@@ -131,13 +131,7 @@ class RunFollower:
     def _stored(self, run: CodeRun, lines: list[LogEntry]) -> list[Event]:
         events: list[Event] = []
         for entry in lines:
-            event = log_event(
-                run_id=self.run_id,
-                seq=entry.seq + 1,
-                type=entry.type,
-                content=entry.content,
-                created_at=entry.created_at,
-            )
+            event = stored_line_event(entry)
             if self._fresh(event):
                 events.append(event)
         events.append(run_event(run_json(run)))

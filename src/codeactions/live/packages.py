@@ -18,7 +18,7 @@ from codeactions.config import Settings
 from codeactions.db.session import unit_of_work
 from codeactions.errors import AppError, BadRequest, NotFound
 from codeactions.events.bus import Event
-from codeactions.http import canonical_header_key
+from codeactions.http import canonical_headers
 from codeactions.live.connection import Connection
 from codeactions.live.follow import ProjectFollower, RunFollower, Sources
 from codeactions.live.schemas import (
@@ -146,10 +146,12 @@ async def delete_code(s: Services, conn: Connection, req_id: str, data: ById) ->
 
 async def run_code(s: Services, conn: Connection, req_id: str, data: RunCode) -> Reply:
     code = await runs.find_code_to_run(s.sources.sessionmaker, conn.principal, data.id)
-    headers: dict[str, list[str]] = {}
-    for name, values in data.headers.items():
-        headers.setdefault(canonical_header_key(name), []).extend(values)
-    inputs = RunInputs(params=data.params, body=data.body, headers=headers, method=data.method)
+    inputs = RunInputs(
+        params=data.params,
+        body=data.body,
+        headers=canonical_headers(data.headers),
+        method=data.method,
+    )
     run_id = uuid.uuid4()
     follower = RunFollower(s.sources, str(run_id), 0)  # subscribed before the run starts
     execution = asyncio.create_task(

@@ -13,10 +13,16 @@ from fastapi import APIRouter, Header, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
-from codeactions.auth.dependencies import VERIFIER, CurrentPrincipal, principal_of_token
+from codeactions.auth.dependencies import (
+    VERIFIER,
+    CurrentPrincipal,
+    principal_of_token,
+    token_of_header,
+)
 from codeactions.auth.principals import Principal
 from codeactions.errors import AppError
 from codeactions.events.bus import Event
+from codeactions.http import validation_problems
 from codeactions.live.connection import Connection, frame, status_of
 from codeactions.live.follow import RunFollower
 from codeactions.live.limits import CONNECTION_REFRESH_INTERVAL, LIVE_LIMITS, LiveLimits
@@ -43,7 +49,9 @@ async def web(websocket: WebSocket) -> None:
     # Accepted first, then closed with 1008 when refused: browsers see the code only so.
     await websocket.accept()
     parts = parts_of(websocket.app)
-    token = websocket.query_params.get("token") or _header_token(websocket)
+    token = websocket.query_params.get("token") or token_of_header(
+        websocket.headers.get("authorization", "")
+    )
     try:
         if not token:
             raise AppError("missing token")
@@ -68,12 +76,6 @@ async def web(websocket: WebSocket) -> None:
         await asyncio.gather(refresher, return_exceptions=True)
         await limits.connections.release(key, connection_id)
         services.metrics.ws_connections.dec()
-
-
-def _header_token(websocket: WebSocket) -> str:
-    header = websocket.headers.get("authorization", "").strip()
-    parts = header.split(None, 1)
-    return parts[1].strip() if len(parts) == 2 else header
 
 
 async def _keep_counted(limits: LiveLimits, key: str, connection_id: str) -> None:
@@ -144,13 +146,6 @@ def _request(raw: str) -> Request:
     return Request(pkg_id=pkg_id, req_id=req_id, data=data)
 
 
-def _problems(error: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in problem['loc']) or 'data'}: {problem['msg']}"
-        for problem in error.errors()[:5]
-    )
-
-
 async def _handle(connection: Connection, services: Services, request: Request) -> None:
     pkg_id, req_id = request.pkg_id, request.req_id
     package = PACKAGES.get(pkg_id)
@@ -160,7 +155,9 @@ async def _handle(connection: Connection, services: Services, request: Request) 
     try:
         data = package.data.model_validate(request.data)
     except ValidationError as exc:
-        await _answer(connection, pkg_id, req_id, Status.INVALID, msg=_problems(exc))
+        await _answer(
+            connection, pkg_id, req_id, Status.INVALID, msg=validation_problems(exc, "data")
+        )
         return
     if pkg_id in FOLLOWING and connection.is_following(req_id):
         message = f"req_id {req_id} is already following; stop it (pkg 10) or use another"

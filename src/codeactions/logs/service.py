@@ -20,6 +20,14 @@ def _spellings(code: Code) -> tuple[str, ...]:
     return (str(code.id), code.mongo_object_id) if code.mongo_object_id else (str(code.id),)
 
 
+def _run_spellings(run: CodeRun, code: Code | None) -> tuple[str, ...]:
+    """The code ids a run's logs are kept under: its code's, or the ones the run names (a
+    deleted code's)."""
+    if code is not None:
+        return _spellings(code)
+    return tuple(k for k in (str(run.code_id or ""), run.code_mongo_id or "") if k)
+
+
 async def get_log(
     session: AsyncSession, principal: Principal, store: LogStore, *, log_id: str
 ) -> LogEntry:
@@ -62,11 +70,9 @@ async def list_logs(
             code_ids = (code_id,)  # a deleted code's logs are kept; admins may still read them
         else:
             return [], 0, number
-    elif run_code is not None:
-        code_ids = _spellings(run_code)
     else:
         assert run is not None
-        code_ids = tuple(k for k in (str(run.code_id or ""), run.code_mongo_id or "") if k)
+        code_ids = _run_spellings(run, run_code)
 
     query = LogQuery(
         run_id=str(run.id) if run is not None else None,
@@ -85,11 +91,7 @@ RUN_LINES_PAGE = 1000
 
 async def run_lines(session: AsyncSession, store: LogStore, run: CodeRun) -> list[LogEntry]:
     """Every stored line of a run (already authorized), in the order it wrote them."""
-    code = await code_of_run(session, run)
-    if code is not None:
-        code_ids = _spellings(code)
-    else:
-        code_ids = tuple(k for k in (str(run.code_id or ""), run.code_mongo_id or "") if k)
+    code_ids = _run_spellings(run, await code_of_run(session, run))
     entries: list[LogEntry] = []
     page = 1
     while True:

@@ -180,7 +180,6 @@ class SandboxRunner:
                 elif op == "logs":
                     self._live_logs(frame["id"], frame["logs"])
                 elif op in ("done", "compiled", "pong"):
-                    self._log_sinks.pop(frame["id"], None)
                     waiter = self._waiters.pop(frame["id"], None)
                     if waiter is not None and not waiter.done():
                         waiter.set_result(frame)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from codeactions.db.models import CodeRun
-from codeactions.events.bus import EventBus
+from codeactions.events.bus import Event, EventBus
 from codeactions.events.channels import (
     log_event,
     project_channel,
@@ -18,6 +18,17 @@ from codeactions.logs.store import LogEntry
 from codeactions.runner.base import RunLogLine
 from codeactions.runs.schemas import run_json
 from codeactions.secrets.masking import Masker
+
+
+def stored_line_event(entry: LogEntry) -> Event:
+    """The `log` event of a line as it is stored (stored seqs count from 0, events' from 1)."""
+    return log_event(
+        run_id=entry.run_id,
+        seq=entry.seq + 1,
+        type=entry.type,
+        content=entry.content,
+        created_at=entry.created_at,
+    )
 
 
 class RunBroadcast:
@@ -55,16 +66,7 @@ class RunBroadcast:
         """The run ended: its unsent lines (as stored, masked), the run, and its project's
         `run.finished`."""
         record = self._record(run)
-        events = [
-            log_event(
-                run_id=self._run_id,
-                seq=entry.seq + 1,
-                type=entry.type,
-                content=entry.content,
-                created_at=entry.created_at,
-            )
-            for entry in entries[self.sent :]
-        ]
+        events = [stored_line_event(entry) for entry in entries[self.sent :]]
         events.append(run_event(record))
         self._bus.publish(self._channel, events)
         self._bus.forget(self._channel)

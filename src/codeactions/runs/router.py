@@ -14,12 +14,13 @@ from codeactions.codes.service import MAX_PAGE, page_number_pattern
 from codeactions.db.session import SessionDep, SessionMakerDep
 from codeactions.errors import AppError, BadRequest, NotFound, RateLimited
 from codeactions.http import (
-    canonical_header_key,
+    canonical_headers,
     first_query_values,
     json_array,
     parse_json,
     read_body,
     request_headers,
+    validation_problems,
 )
 from codeactions.ops.docs import Message, error_responses, query
 from codeactions.ops.metrics import MetricsDep
@@ -170,14 +171,8 @@ def _run_inputs(raw: bytes) -> RunInputs:
     try:
         body = RunCodeIn.model_validate(document)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
-            for err in exc.errors()[:5]
-        )
-        raise BadRequest(f"invalid body: {problems}") from None
-    headers: dict[str, list[str]] = {}
-    for name, values in body.headers.items():
-        headers.setdefault(canonical_header_key(name), []).extend(values)
+        raise BadRequest(f"invalid body: {validation_problems(exc, 'body')}") from None
+    headers = canonical_headers(body.headers)
     return RunInputs(params=body.params, body=body.body, headers=headers, method=body.method)
 
 
