@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from codeactions.db.listing import Page
 from codeactions.errors import BadRequest, HeadersTooLarge, PayloadTooLarge, error_response
 
 ALLOW_METHODS = "GET,HEAD,PUT,PATCH,POST,DELETE"
@@ -239,3 +240,12 @@ def _json_bytes(value: Any) -> bytes:
     return json.dumps(
         value, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
     ).encode("utf-8")
+
+
+def page_headers(request: Request, page: Page[Any]) -> dict[str, str]:
+    """`X-Total-Count`, and a `Link` to the next page when there is one, for a paged list."""
+    headers = {"X-Total-Count": str(page.total)}
+    if page.has_next:
+        next_url = request.url.include_query_params(page=page.page + 1, page_size=page.page_size)
+        headers["Link"] = f'<{next_url}>; rel="next"'
+    return headers

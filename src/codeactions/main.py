@@ -346,6 +346,7 @@ async def _start_cleaner(
 def _include_routers(app: FastAPI) -> None:
     from codeactions.auth.router import router as auth_router
     from codeactions.codes.router import router as codes_router
+    from codeactions.console.router import router as console_router
     from codeactions.libs.router import router as libs_router
     from codeactions.live.router import router as live_router
     from codeactions.logs.router import router as logs_router
@@ -363,3 +364,4 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(runs_router)
     app.include_router(live_router)
     app.include_router(secrets_router)
+    app.include_router(console_router)

@@ -27,6 +27,10 @@ PUBLIC = {
     ("POST", "/login"),  # how a caller gets credentials
     ("POST", "/refresh"),
     ("GET", "/web/schema"),  # the WebSocket's documentation
+    ("GET", "/info"),  # what a client (the console) needs before signing in
+    ("GET", "/console"),  # the console's page and files: it signs in through the API
+    ("GET", "/console/{path}"),
+    ("GET", "/console/assets/{name}"),
     ("*", "/web"),  # the WebSocket checks its token itself (closed 1008): tests/live/test_web.py
     ("*", "/docs/assets/{path}"),  # the documentation page's static files
     ("*", "/action/endpoint/{code_id}"),

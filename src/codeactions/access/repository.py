@@ -8,9 +8,10 @@ passes emails from tokens, not checked by the services.
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from codeactions.auth.principals import Role
 from codeactions.db.models import Code, CodeRun, UserPermission
 from codeactions.db.text import is_storable
 from codeactions.ids import is_object_id, parse_uuid
@@ -34,6 +35,30 @@ async def get_permission(
         .execution_options(populate_existing=True)
     )
     return result.first()
+
+
+def member_projects(email: str) -> Select[str]:
+    """The uuids of the projects where `email` holds a role that grants anything (1 and above,
+    as `access.service.project_role` reads roles)."""
+    return select(UserPermission.project_uuid).where(
+        same_email(email), UserPermission.role >= Role.VIEWER
+    )
+
+
+async def roles_in(
+    session: AsyncSession, *, email: str, project_uuids: list[str]
+) -> dict[str, int]:
+    """The member's role in each of these projects where it has a permission (the oldest, as
+    `get_permission`, should the original have left two)."""
+    uuids = [uuid for uuid in project_uuids if is_storable(uuid)]
+    if not uuids or not is_storable(email):
+        return {}
+    rows = await session.execute(
+        select(UserPermission.project_uuid, UserPermission.role)
+        .where(UserPermission.project_uuid.in_(uuids), same_email(email))
+        .order_by(UserPermission.created_at.desc())
+    )
+    return {project_uuid: role for project_uuid, role in rows}
 
 
 async def code_by_any_id(session: AsyncSession, code_id: str) -> Code | None:

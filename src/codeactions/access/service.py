@@ -40,6 +40,26 @@ async def project_role(session: AsyncSession, principal: Principal, project_uuid
     return permission.role if permission else 0
 
 
+def role_name(role: int) -> str:
+    """A role as the API names it: `viewer`, `contributor` or `moderator` (3 and above, read as
+    the Moderator's)."""
+    return Role(min(role, Role.MODERATOR)).name.lower()
+
+
+async def role_names(
+    session: AsyncSession, principal: Principal, project_uuids: list[str]
+) -> dict[str, str]:
+    """The principal's role in each of these projects, by name: `admin` for admins and service
+    accounts (every project), else `role_name` of the member's permission; projects where the
+    principal is not a member are left out."""
+    if principal.sees_all_projects:
+        return dict.fromkeys(project_uuids, "admin")
+    if not principal.email:
+        return {}
+    roles = await repository.roles_in(session, email=principal.email, project_uuids=project_uuids)
+    return {uuid: role_name(role) for uuid, role in roles.items() if role >= Role.VIEWER}
+
+
 async def authorize(
     session: AsyncSession,
     principal: Principal,

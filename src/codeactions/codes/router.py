@@ -10,11 +10,19 @@ from fastapi.responses import JSONResponse, Response
 from codeactions.auth.dependencies import CurrentPrincipal
 from codeactions.codes import service
 from codeactions.codes.cache import CodeCacheDep
-from codeactions.codes.schemas import CODE_TYPES, LANGUAGES, RAW_SOURCE_BODY, CodeOut, code_json
+from codeactions.codes.schemas import (
+    CODE_TYPES,
+    LANGUAGES,
+    RAW_SOURCE_BODY,
+    CodeOut,
+    ListedCodeOut,
+    code_json,
+    last_run_json,
+)
 from codeactions.db.session import SessionDep, SessionMakerDep
 from codeactions.errors import BadRequest, PayloadTooLarge
 from codeactions.events.bus import EventBusDep
-from codeactions.http import json_array, read_body
+from codeactions.http import json_array, page_headers, read_body
 from codeactions.ops.docs import error_responses, query
 from codeactions.ops.metrics import MetricsDep
 from codeactions.parts import SettingsDep
@@ -205,10 +213,11 @@ async def get_code(session: SessionDep, principal: CurrentPrincipal, id: str) ->
 @router.get(
     "/code",
     summary="List a project's codes, newest first",
-    response_model=list[CodeOut],
+    response_model=list[ListedCodeOut],
     description="Always a JSON array. Without `page` and `page_size`, every code (as the "
     "original), written as it is read; with either, one page and a `Link` to the next. "
-    "`X-Total-Count` gives how many match.",
+    "`X-Total-Count` gives how many match. `search` keeps codes whose name contains it (any "
+    "case); `last_run=true` (on a page only) adds each code's newest run as `last_run`.",
     responses=error_responses(
         400,
         401,
@@ -228,7 +237,23 @@ async def list_codes(
     ] = None,
     page: Page = None,
     page_size: PageSize = None,
+    search: Annotated[
+        str | None,
+        query(
+            "Only codes whose name contains this (case-insensitive)",
+            maxLength=service.SEARCH_MAX_CHARS,
+        ),
+    ] = None,
+    last_run: Annotated[
+        str | None,
+        query(
+            "`true`: each code gets `last_run`, its newest run (`id`, `status`, `created_at`, "
+            "`updated_at`) or null; needs `page` or `page_size`",
+            enum=["", "true", "false"],
+        ),
+    ] = None,
 ) -> Response:
+    with_last_run = service.parse_last_run(last_run, paged=bool(page or page_size))
     if not page and not page_size:
         every = await service.all_codes(
             session,
@@ -236,6 +261,7 @@ async def list_codes(
             principal,
             project_uuid=project_uuid,
             code_type=code_type,
+            search=search,
         )
         return json_array(
             every.first, every.rest, code_json, headers={"X-Total-Count": str(every.total)}
@@ -244,19 +270,22 @@ async def list_codes(
     size = service.parse_page_number(
         page_size, name="page_size", default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE
     )
-    codes, total = await service.list_codes(
+    found = await service.list_codes(
         session,
         principal,
         project_uuid=project_uuid,
         code_type=code_type,
         page=number,
         page_size=size,
+        search=search,
     )
-    headers = {"X-Total-Count": str(total)}
-    if number * size < total:
-        next_url = request.url.include_query_params(page=number + 1, page_size=size)
-        headers["Link"] = f'<{next_url}>; rel="next"'
-    return JSONResponse([code_json(c) for c in codes], headers=headers)
+    headers = page_headers(request, found)
+    codes = found.items
+    if not with_last_run:
+        return JSONResponse([code_json(c) for c in codes], headers=headers)
+    runs = await service.last_runs(session, codes)
+    listed = [{**code_json(c), "last_run": last_run_json(runs.get(c.id))} for c in codes]
+    return JSONResponse(listed, headers=headers)
 
 
 @router.delete(

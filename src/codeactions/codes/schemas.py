@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,6 +60,43 @@ class CodeOut(BaseModel):
     created_at: str = Field(description="RFC 3339, UTC")
     updated_at: str = Field(description="RFC 3339, UTC")
     timeout: int = Field(description="Seconds")
+
+
+@dataclass(frozen=True)
+class LastRun:
+    """What a code listing shows of the code's newest run."""
+
+    id: uuid.UUID
+    status: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class LastRunOut(BaseModel):
+    id: str
+    status: str = Field(description="started | completed | failed")
+    created_at: str = Field(description="RFC 3339, UTC")
+    updated_at: str = Field(description="RFC 3339, UTC")
+
+
+class ListedCodeOut(CodeOut):
+    """A code as `GET /code` lists it: with `last_run=true`, also its newest run."""
+
+    last_run: LastRunOut | None = Field(
+        default=None,
+        description="Only with `last_run=true`: the code's newest run, or null when it has none",
+    )
+
+
+def last_run_json(run: LastRun | None) -> dict[str, str] | None:
+    if run is None:
+        return None
+    return LastRunOut(
+        id=str(run.id),
+        status=run.status,
+        created_at=go_time(run.created_at),
+        updated_at=go_time(run.updated_at),
+    ).model_dump()
 
 
 def code_json(code: Code, *, default_timeout: int = 60) -> dict[str, Any]:

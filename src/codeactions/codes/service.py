@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -12,9 +13,9 @@ from codeactions.access.service import authorize, visible_code
 from codeactions.auth.principals import Principal, Role
 from codeactions.codes import repository
 from codeactions.codes.cache import CodeCache
-from codeactions.codes.schemas import CODE_TYPES, LANGUAGES, code_json
+from codeactions.codes.schemas import CODE_TYPES, LANGUAGES, LastRun, code_json
 from codeactions.config import CodeSettings
-from codeactions.db.listing import AllRows
+from codeactions.db.listing import AllRows, Page
 from codeactions.db.models import Code, utcnow
 from codeactions.db.session import after_commit
 from codeactions.db.text import has_control_characters, storable_text
@@ -86,6 +87,30 @@ def parse_page_number(value: str | None, *, name: str, default: int, maximum: in
     if not _DECIMAL.fullmatch(value) or not 1 <= int(value) <= maximum:
         raise BadRequest(f"invalid {name} parameter")
     return int(value)
+
+
+SEARCH_MAX_CHARS = 255  # the names searched are VARCHAR(255)
+
+
+def parse_search(value: str | None) -> str | None:
+    """A `search` query value (a substring of names); None when absent or empty."""
+    if not value:
+        return None
+    if len(value) > SEARCH_MAX_CHARS:
+        raise BadRequest(f"search is too long (max {SEARCH_MAX_CHARS} characters)")
+    return value
+
+
+def parse_last_run(value: str | None, *, paged: bool) -> bool:
+    """`last_run=true` asks for each listed code's newest run; only on a page (without one, the
+    codes are streamed as they are read)."""
+    if value is None or value in ("", "false"):
+        return False
+    if value != "true":
+        raise BadRequest("invalid last_run parameter: true or false")
+    if not paged:
+        raise BadRequest("last_run=true needs page or page_size")
+    return True
 
 
 def parse_timeout(value: str | None) -> int | None:
@@ -219,16 +244,25 @@ async def list_codes(
     code_type: str | None,
     page: int,
     page_size: int,
-) -> tuple[list[Code], int]:
-    """A page of a project's codes, newest first, and how many there are (as `all_codes`)."""
+    search: str | None = None,
+) -> Page[Code]:
+    """A page of a project's codes, newest first, and how many there are (as `all_codes`);
+    `search`: only codes whose name contains it, in any case."""
     project, only_type = await _visible_codes(session, principal, project_uuid, code_type)
-    return await repository.list_codes(
+    codes, total = await repository.list_codes(
         session,
         project_uuid=project,
         code_type=only_type,
+        search=parse_search(search),
         offset=(page - 1) * page_size,
         limit=page_size,
     )
+    return Page(codes, total, page, page_size)
+
+
+async def last_runs(session: AsyncSession, codes: list[Code]) -> dict[uuid.UUID, LastRun]:
+    """The newest run of each of these codes that has one (codes already authorized)."""
+    return await repository.last_runs(session, [code.id for code in codes])
 
 
 async def all_codes(
@@ -238,12 +272,17 @@ async def all_codes(
     *,
     project_uuid: str | None,
     code_type: str | None,
+    search: str | None = None,
 ) -> AllRows[Code]:
     """Every code of a project, newest first, as the original listed them (no page): checked
     and authorized now, the codes after the first chunk read as the caller iterates."""
     project, only_type = await _visible_codes(session, principal, project_uuid, code_type)
     return await repository.all_codes(
-        session, sessionmaker, project_uuid=project, code_type=only_type
+        session,
+        sessionmaker,
+        project_uuid=project,
+        code_type=only_type,
+        search=parse_search(search),
     )
 
 

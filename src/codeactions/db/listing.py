@@ -1,4 +1,5 @@
-"""Lists newest first, shared by repositories: one page, or every row read in chunks."""
+"""Lists newest first, shared by repositories: one page, or every row read in chunks; a search by
+name; the page a service answers."""
 
 from __future__ import annotations
 
@@ -9,13 +10,30 @@ from typing import Generic, TypeVar
 
 from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import QueryableAttribute
 
 from codeactions.db.models import Timestamped
+from codeactions.db.text import storable_text
 
 # Rows read per query when every row is listed: the memory a listing holds, whatever its length.
 CHUNK_ROWS = 1000
 
 M = TypeVar("M", bound=Timestamped)
+T = TypeVar("T")
+
+
+@dataclass
+class Page(Generic[T]):
+    """One page of a list (`page` from 1) and how many items the whole list has."""
+
+    items: list[T]
+    total: int
+    page: int
+    page_size: int
+
+    @property
+    def has_next(self) -> bool:
+        return self.page * self.page_size < self.total
 
 
 @dataclass
@@ -30,6 +48,12 @@ class AllRows(Generic[M]):
     total: int
     first: list[M]
     rest: AsyncGenerator[list[M], None] | None
+
+
+def name_contains(column: QueryableAttribute[str], text: str) -> ColumnElement[bool]:
+    """A case-insensitive substring filter on a name (a search box): `%` and `_` are literal, and
+    the text is cleaned as stored names are (NUL as U+FFFD), so it can match them."""
+    return column.icontains(storable_text(text), autoescape=True)
 
 
 def _newest_first(model: type[M], conditions: Sequence[ColumnElement[bool]]) -> Select[M]:

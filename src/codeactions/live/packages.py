@@ -86,7 +86,7 @@ def _meta(page: int, per_page: int, total: int) -> dict[str, int]:
 
 async def list_codes(s: Services, conn: Connection, req_id: str, data: ListCodes) -> Reply:
     async with s.sources.sessionmaker() as session:
-        found, total = await codes.list_codes(
+        found = await codes.list_codes(
             session,
             conn.principal,
             project_uuid=data.project_uuid,
@@ -94,7 +94,9 @@ async def list_codes(s: Services, conn: Connection, req_id: str, data: ListCodes
             page=data.page,
             page_size=data.per_page,
         )
-    return Reply([code_json(code) for code in found], _meta(data.page, data.per_page, total))
+    return Reply(
+        [code_json(code) for code in found.items], _meta(data.page, data.per_page, found.total)
+    )
 
 
 async def get_code(s: Services, conn: Connection, req_id: str, data: ById) -> Reply:
@@ -188,7 +190,7 @@ async def list_runs(s: Services, conn: Connection, req_id: str, data: ListRuns) 
             page_size=str(data.per_page),
             status=data.status,
         )
-    return Reply([run_json(run) for run in page.runs], _meta(data.page, data.per_page, page.total))
+    return Reply([run_json(run) for run in page.items], _meta(data.page, data.per_page, page.total))
 
 
 async def get_run(s: Services, conn: Connection, req_id: str, data: ById) -> Reply:

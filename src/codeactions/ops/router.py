@@ -1,4 +1,4 @@
-"""Liveness, dependency health and Prometheus metrics routes (all public)."""
+"""Liveness, dependency health, Prometheus metrics and deployment facts routes (all public)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
 from codeactions import __version__
+from codeactions.codes.schemas import CODE_TYPES, LANGUAGES
 from codeactions.ops.health import HEALTH, Health
 from codeactions.ops.metrics import CONTENT_TYPE, MetricsDep
-from codeactions.parts import part
+from codeactions.ops.schemas import InfoOut, RateLimitOut
+from codeactions.parts import SettingsDep, part
 
 router = APIRouter(tags=["health"])
 
@@ -47,6 +49,26 @@ async def healthz(health: HealthDep) -> dict[str, Any]:
 async def health(checked: HealthDep) -> JSONResponse:
     report = await checked.report()
     return JSONResponse(report.body, status_code=200 if report.healthy else 503)
+
+
+@router.get(
+    "/info",
+    summary="Public facts about this deployment: version, login, limits, languages",
+    tags=["info"],
+)
+async def info(settings: SettingsDep) -> InfoOut:
+    return InfoOut(
+        version=__version__,
+        login=settings.auth.login_enabled,
+        rate_limit=RateLimitOut(
+            max_requests=settings.ratelimit.max_requests,
+            window_seconds=settings.ratelimit.window_seconds,
+        ),
+        languages=list(LANGUAGES),
+        code_types=list(CODE_TYPES),
+        max_source_bytes=settings.code.max_source_bytes,
+        default_timeout=settings.code.default_timeout,
+    )
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

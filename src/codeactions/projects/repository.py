@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codeactions.access.repository import get_permission, same_email
+from codeactions.access.repository import get_permission, member_projects, same_email
+from codeactions.db.listing import name_contains, page_of
 from codeactions.db.models import Project, UserPermission, utcnow
 from codeactions.db.text import is_storable
 
@@ -36,6 +37,27 @@ async def get_project(session: AsyncSession, *, uuid: str) -> Project | None:
         select(Project).where(Project.uuid == uuid).execution_options(populate_existing=True)
     )
     return result.first()
+
+
+async def list_projects(
+    session: AsyncSession,
+    *,
+    member_email: str | None,
+    search: str | None,
+    offset: int,
+    limit: int,
+) -> tuple[list[Project], int]:
+    """One page of the projects, newest first, and how many match in all: every project, or
+    with `member_email` those where it is a member; `search`: a case-insensitive substring of
+    the name."""
+    conditions: list[ColumnElement[bool]] = []
+    if member_email is not None:
+        if not _storable(member_email):
+            return [], 0
+        conditions.append(Project.uuid.in_(member_projects(member_email)))
+    if search:
+        conditions.append(name_contains(Project.name, search))
+    return await page_of(session, Project, conditions, offset=offset, limit=limit)
 
 
 async def insert_project_if_missing(session: AsyncSession, *, uuid: str, name: str) -> bool:

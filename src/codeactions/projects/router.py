@@ -4,21 +4,29 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 from pydantic import AfterValidator
 
 from codeactions.access.service import authorize
 from codeactions.auth.dependencies import CurrentAdmin, CurrentPrincipal
 from codeactions.auth.principals import Role
+from codeactions.codes.service import (
+    MAX_PAGE,
+    SEARCH_MAX_CHARS,
+    page_number_pattern,
+    parse_page_number,
+)
 from codeactions.db.session import SessionDep
 from codeactions.errors import ProjectNotFound
-from codeactions.ops.docs import error_responses
+from codeactions.http import page_headers
+from codeactions.ops.docs import error_responses, query
 from codeactions.projects import service
 from codeactions.projects.schemas import (
     IDENTIFIER,
     PermissionOut,
     ProjectIn,
     ProjectOut,
+    ProjectWithRoleOut,
     RoleIn,
 )
 
@@ -37,6 +45,8 @@ Email = Annotated[
     AfterValidator(lambda value: service.valid_identifier(value, "email")),
 ]
 
+DEFAULT_PROJECTS_PAGE = 100
+MAX_PROJECTS_PAGE = 1000
 _NOT_FOUND = (404, "No such project (or member), or the caller is not a member of the project")
 _MEMBERS_ERRORS = error_responses(
     400, 401, (403, "Only moderators manage members"), _NOT_FOUND, 503
@@ -61,6 +71,49 @@ async def create_project(
     if not created:
         response.status_code = status.HTTP_200_OK
     return ProjectOut.model_validate(project)
+
+
+@router.get(
+    "",
+    summary="The projects the caller sees, newest first, with its role in each",
+    description="Admins and service accounts see every project (role `admin`); an OIDC user "
+    "those where it has a permission. One page (`page_size` 1 to 1000, 100 by default), "
+    "`X-Total-Count` with how many match and a `Link` to the next page. Projects known only "
+    "through permissions (no `POST /projects`, no RabbitMQ `project` event) are not listed.",
+    responses=error_responses(400, 401, 503),
+)
+async def list_projects(
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    search: Annotated[
+        str | None,
+        query(
+            "Only projects whose name contains this (case-insensitive)",
+            maxLength=SEARCH_MAX_CHARS,
+        ),
+    ] = None,
+    page: Annotated[
+        str | None, query("Page number, from 1", pattern=page_number_pattern(MAX_PAGE))
+    ] = None,
+    page_size: Annotated[
+        str | None,
+        query(
+            "Projects per page, 1 to 1000 (100 by default)",
+            pattern=page_number_pattern(MAX_PROJECTS_PAGE),
+        ),
+    ] = None,
+) -> list[ProjectWithRoleOut]:
+    number = parse_page_number(page, name="page", default=1, maximum=MAX_PAGE)
+    size = parse_page_number(
+        page_size, name="page_size", default=DEFAULT_PROJECTS_PAGE, maximum=MAX_PROJECTS_PAGE
+    )
+    found = await service.list_projects(
+        session, principal, search=search, page=number, page_size=size
+    )
+    response.headers.update(page_headers(request, found))
+    return [ProjectWithRoleOut.of(project, role) for project, role in found.items]
 
 
 @router.get(

@@ -14,6 +14,8 @@ from pydantic import (
     StringConstraints,
 )
 
+from codeactions.db.models import Project
+
 # The service's rules for identifiers and names (projects/service.py, db/text.py) as JSON Schema
 # patterns, so the document says exactly what is accepted. Values are stripped of whitespace
 # (`str.strip()`, which also takes some control characters) before they are checked.
@@ -63,6 +65,20 @@ class ProjectOut(BaseModel):
     name: str
     created_at: datetime
     updated_at: datetime
+
+
+class ProjectWithRoleOut(ProjectOut):
+    """A project as `GET /projects/{uuid}` answers it, with the caller's role in it."""
+
+    role: str = Field(
+        description="`admin` (the static token, service accounts), else the caller's role: "
+        "`viewer`, `contributor` or `moderator`",
+        json_schema_extra={"enum": ["admin", "viewer", "contributor", "moderator"]},
+    )
+
+    @classmethod
+    def of(cls, project: Project, role: str) -> ProjectWithRoleOut:
+        return cls(**ProjectOut.model_validate(project).model_dump(), role=role)
 
 
 def _whole_number(value: object) -> object:

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from codeactions.auth.principals import Role, normalize_email
+from codeactions.access.service import role_names
+from codeactions.auth.principals import Principal, Role, normalize_email
+from codeactions.codes.service import parse_search
+from codeactions.db.listing import Page
 from codeactions.db.models import Project, UserPermission
 from codeactions.db.text import has_control_characters
 from codeactions.errors import BadRequest, PermissionNotFound
@@ -84,6 +87,32 @@ async def create_project(session: AsyncSession, *, uuid: str, name: str) -> Proj
 
 async def get_project(session: AsyncSession, *, uuid: str) -> Project | None:
     return await repository.get_project(session, uuid=valid_identifier(uuid, "uuid"))
+
+
+async def list_projects(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    search: str | None,
+    page: int,
+    page_size: int,
+) -> Page[tuple[Project, str]]:
+    """The projects the principal sees, newest first: every one for admins and service
+    accounts, else those where its email holds a role; `search` filters by name."""
+    search = parse_search(search)
+    if not principal.sees_all_projects and not principal.email:
+        return Page([], 0, page, page_size)
+    projects, total = await repository.list_projects(
+        session,
+        member_email=None if principal.sees_all_projects else principal.email,
+        search=search,
+        offset=(page - 1) * page_size,
+        limit=page_size,
+    )
+    roles = await role_names(session, principal, [project.uuid for project in projects])
+    # A role removed between the two queries leaves its project out rather than guess a role.
+    visible = [(project, roles[project.uuid]) for project in projects if project.uuid in roles]
+    return Page(visible, total, page, page_size)
 
 
 async def list_permissions(session: AsyncSession, *, project_uuid: str) -> list[UserPermission]:

@@ -6,14 +6,19 @@ from __future__ import annotations
 import asyncio
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Engine,
     Executable,
+    Integer,
+    cast,
     delete,
+    func,
     insert,
     or_,
     select,
@@ -26,6 +31,7 @@ from codeactions.db.listing import AllRows, all_rows, page_of
 from codeactions.db.models import CodeLog, CodeRun, utcnow
 from codeactions.db.session import inline_sqlite_engine, is_busy
 from codeactions.parts import Part
+from codeactions.runs.schemas import RunBucket
 
 
 def new_started_run(
@@ -163,8 +169,9 @@ def _run_conditions(
     code_mongo_id: str | None,
     after: datetime | None,
     before: datetime | None,
+    status: str | None = None,
 ) -> list[ColumnElement[bool]]:
-    """A code's runs created between `after` and `before` (inclusive).
+    """A code's runs created between `after` and `before` (inclusive), in `status` if given.
 
     A run belongs to the code when its `code_id` is the code's UUID or its `code_mongo_id` is the
     code's ObjectID (legacy rows of ObjectID invocations may lack the UUID).
@@ -174,6 +181,8 @@ def _run_conditions(
         conditions.append(CodeRun.created_at >= after)
     if before is not None:
         conditions.append(CodeRun.created_at <= before)
+    if status is not None:
+        conditions.append(CodeRun.status == status)
     return conditions
 
 
@@ -191,9 +200,7 @@ async def list_runs(
     """One page of a code's runs, newest first, and how many match in all."""
     if code_uuid is None and not code_mongo_id:
         return [], 0
-    conditions = _run_conditions(code_uuid, code_mongo_id, after, before)
-    if status is not None:
-        conditions.append(CodeRun.status == status)
+    conditions = _run_conditions(code_uuid, code_mongo_id, after, before, status)
     return await page_of(session, CodeRun, conditions, offset=offset, limit=limit)
 
 
@@ -205,12 +212,112 @@ async def all_runs(
     code_mongo_id: str | None,
     after: datetime | None,
     before: datetime | None,
+    status: str | None = None,
 ) -> AllRows[CodeRun]:
     """Every run of a code, newest first (as `list_runs`), read in chunks."""
     if code_uuid is None and not code_mongo_id:
         return AllRows(0, [], None)
-    conditions = _run_conditions(code_uuid, code_mongo_id, after, before)
+    conditions = _run_conditions(code_uuid, code_mongo_id, after, before, status)
     return await all_rows(session, sessionmaker, CodeRun, conditions)
+
+
+_FINISHED = ("completed", "failed")
+
+
+def _bucket(session: AsyncSession, seconds: int) -> ColumnElement[int]:
+    """The bucket a run was created in: whole `seconds` since the Unix epoch."""
+    if session.get_bind().dialect.name == "postgresql":
+        epoch = func.extract("epoch", CodeRun.created_at)
+        return cast(func.floor(epoch / seconds), BigInteger)
+    # Integer division: the floor for the times after 1970 runs are created at.
+    return cast(func.strftime("%s", CodeRun.created_at), Integer) // seconds
+
+
+def _duration_ms(session: AsyncSession) -> ColumnElement[Any]:
+    """A run's duration, `updated_at - created_at`, in milliseconds."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.extract("epoch", CodeRun.updated_at - CodeRun.created_at) * 1000
+    # Whole seconds from strftime, microseconds from the stored text (`YYYY-MM-DD HH:MM:SS.ffffff`,
+    # none when written without a fraction): julianday's doubles would blur them by ~0.04 ms.
+    seconds = cast(func.strftime("%s", CodeRun.updated_at), Integer) - cast(
+        func.strftime("%s", CodeRun.created_at), Integer
+    )
+    micros = cast(func.substr(CodeRun.updated_at, 21, 6), Integer) - cast(
+        func.substr(CodeRun.created_at, 21, 6), Integer
+    )
+    return seconds * 1000.0 + micros / 1000.0
+
+
+async def run_buckets(
+    session: AsyncSession,
+    *,
+    code_uuid: uuid.UUID | None,
+    code_mongo_id: str | None,
+    after: datetime,
+    before: datetime,
+    bucket_seconds: int,
+) -> list[RunBucket]:
+    """A code's runs created at or after `after` and before `before`, counted per bucket (UTC,
+    aligned on the epoch), with the percentiles of the finished runs' durations; buckets without
+    runs are left out.
+
+    Counts are grouped in SQL. PostgreSQL computes the percentiles too (`percentile_cont`);
+    SQLite has no such aggregate, so only the finished runs' (bucket, duration) pairs are read
+    and the same interpolation is done here.
+    """
+    if code_uuid is None and not code_mongo_id:
+        return []
+    conditions = [
+        _of_code(code_uuid, code_mongo_id),
+        CodeRun.created_at >= after,
+        CodeRun.created_at < before,
+    ]
+    bucket = _bucket(session, bucket_seconds)
+    finished = CodeRun.status.in_(_FINISHED)
+    counts = [func.count().filter(CodeRun.status == status) for status in ("started", *_FINISHED)]
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    percentiles = []
+    if postgresql:
+        duration = _duration_ms(session)
+        percentiles = [
+            func.percentile_cont(fraction).within_group(duration).filter(finished)
+            for fraction in (0.5, 0.95)
+        ]
+    rows = await session.execute(
+        select(bucket.label("bucket"), *counts, *percentiles).where(*conditions).group_by("bucket")
+    )
+    buckets = {}
+    for index, started, completed, failed, *p in rows:
+        buckets[int(index)] = RunBucket(
+            int(index),
+            started,
+            completed,
+            failed,
+            *(None if value is None else float(value) for value in p),
+        )
+    if not postgresql:
+        durations: dict[int, list[float]] = {}
+        pairs = await session.execute(
+            select(bucket, _duration_ms(session)).where(*conditions, finished)
+        )
+        for index, ms in pairs:
+            durations.setdefault(int(index), []).append(float(ms))
+        for index, values in durations.items():
+            values.sort()
+            buckets[index] = replace(
+                buckets[index],
+                p50_ms=percentile_cont(values, 0.5),
+                p95_ms=percentile_cont(values, 0.95),
+            )
+    return sorted(buckets.values(), key=lambda b: b.index)
+
+
+def percentile_cont(ordered: list[float], fraction: float) -> float:
+    """PostgreSQL's `percentile_cont` of sorted values: linear between the two nearest ranks."""
+    position = fraction * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 async def fail_stale_runs(

@@ -17,6 +17,7 @@ from codeactions.http import (
     canonical_headers,
     first_query_values,
     json_array,
+    page_headers,
     parse_json,
     read_body,
     request_headers,
@@ -27,7 +28,16 @@ from codeactions.ops.metrics import MetricsDep
 from codeactions.parts import SettingsDep, part
 from codeactions.ratelimit.base import LimiterDep
 from codeactions.runs import service
-from codeactions.runs.schemas import CodeRunOut, RunCodeIn, RunCodeOut, run_json
+from codeactions.runs.schemas import (
+    BUCKETS,
+    RUN_STATUSES,
+    CodeRunOut,
+    RunCodeIn,
+    RunCodeOut,
+    RunStatsOut,
+    run_json,
+    run_stats_out,
+)
 from codeactions.runs.service import EXECUTOR, Execution, Executor, RunInputs
 
 router = APIRouter()
@@ -85,6 +95,9 @@ _TIME: dict[str, Any] = {
 
 
 ExecutorDep = Annotated[Executor, Depends(part(EXECUTOR))]
+CodeId = Annotated[
+    str | None, query("The code's UUID or legacy ObjectID", required=True, minLength=1)
+]
 
 
 def _result_response(execution: Execution, headers: dict[str, str]) -> Response:
@@ -210,6 +223,52 @@ async def run_code(
     return JSONResponse({"code_id": code_id, "result": run_json(execution.run)})
 
 
+# Declared before `/coderun/{id}`, which would otherwise take `stats` for a run id.
+@router.get(
+    "/coderun/stats",
+    summary="A code's runs per hour or day: counts by status and duration percentiles",
+    tags=["runs"],
+    response_model=RunStatsOut,
+    description="Every bucket (UTC, aligned on the hour or day) from `after` to `before`, "
+    "oldest first, those without runs with zeros and null percentiles. Durations are "
+    "`updated_at - created_at` of the finished (completed or failed) runs, in milliseconds. "
+    "Runs created at or after `after` and before `before` count; the range is the last 24 "
+    "hours by default, at most 31 days.",
+    responses=error_responses(
+        (400, "Missing `code_id`, invalid time or bucket, empty or over 31 days range"),
+        401,
+        (404, "No code with this id in the caller's projects"),
+        503,
+    ),
+)
+async def run_stats(
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    code_id: CodeId = None,
+    after: Annotated[
+        str | None,
+        query(
+            "Start of the range (same formats as `GET /coderun`); default: 24 hours before "
+            "`before`",
+            **_TIME,
+        ),
+    ] = None,
+    before: Annotated[
+        str | None, query("End of the range, excluded (same formats); default: now", **_TIME)
+    ] = None,
+    bucket: Annotated[
+        str | None, query("Bucket length: `hour` (default) or `day`", enum=["", *BUCKETS])
+    ] = None,
+) -> Response:
+    stats = await service.run_stats(
+        session, principal, code_id=code_id, after=after, before=before, bucket=bucket
+    )
+    body = run_stats_out(
+        code_id or "", stats.after, stats.before, stats.bucket_seconds, stats.buckets
+    )
+    return JSONResponse(body.model_dump())
+
+
 @router.get(
     "/coderun/{id}",
     summary="One run (Viewers of its code's project)",
@@ -224,7 +283,7 @@ async def get_run(session: SessionDep, principal: CurrentPrincipal, id: str) -> 
 
 @router.get(
     "/coderun",
-    summary="A code's runs, newest first: all of them, or a page",
+    summary="A code's runs, newest first: all of them, or a page; by status if asked",
     tags=["runs"],
     response_model=list[CodeRunOut],
     description="Always a JSON array. Without `page` and `page_size`, every matching run (as "
@@ -239,9 +298,7 @@ async def list_runs(
     session: SessionDep,
     sessionmaker: SessionMakerDep,
     principal: CurrentPrincipal,
-    code_id: Annotated[
-        str | None, query("The code's UUID or legacy ObjectID", required=True, minLength=1)
-    ] = None,
+    code_id: CodeId = None,
     after: Annotated[
         str | None,
         query(
@@ -263,6 +320,9 @@ async def list_runs(
             pattern=page_number_pattern(service.MAX_RUNS_PAGE),
         ),
     ] = None,
+    status: Annotated[
+        str | None, query("Only runs in this status (any when empty)", enum=["", *RUN_STATUSES])
+    ] = None,
 ) -> Response:
     if not page and not page_size:
         every = await service.all_runs(
@@ -272,6 +332,7 @@ async def list_runs(
             code_id=code_id,
             after=after,
             before=before,
+            status=status,
         )
         return json_array(
             every.first, every.rest, run_json, headers={"X-Total-Count": str(every.total)}
@@ -284,9 +345,8 @@ async def list_runs(
         before=before,
         page=page,
         page_size=page_size,
+        status=status,
     )
-    headers = {"X-Total-Count": str(found.total)}
-    if found.has_next:
-        next_url = request.url.include_query_params(page=found.page + 1)
-        headers["Link"] = f'<{next_url}>; rel="next"'
-    return JSONResponse([run_json(run) for run in found.runs], headers=headers)
+    return JSONResponse(
+        [run_json(run) for run in found.items], headers=page_headers(request, found)
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +32,67 @@ class CodeRunOut(BaseModel):
     headers: dict[str, Any] | None = Field(description="Request headers, credentials redacted")
     created_at: str = Field(description="RFC 3339, UTC")
     updated_at: str = Field(description="RFC 3339, UTC")
+
+
+# What `GET /coderun?status=` and `/coderun/stats` count (`queued` is stored by no current path).
+RUN_STATUSES = ("started", "completed", "failed")
+# `bucket` of `/coderun/stats`, in seconds.
+BUCKETS = {"hour": 3600, "day": 86400}
+
+
+@dataclass(frozen=True)
+class RunBucket:
+    """A code's runs created in one bucket: counts by status, and percentiles of the durations
+    (updated_at - created_at) of the finished ones (completed or failed), in milliseconds."""
+
+    index: int  # the bucket's start, in bucket lengths since the Unix epoch
+    started: int = 0
+    completed: int = 0
+    failed: int = 0
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+
+
+class RunBucketOut(BaseModel):
+    start: str = Field(description="RFC 3339, UTC: where the bucket starts")
+    completed: int
+    failed: int
+    started: int
+    p50_ms: float | None = Field(description="Median duration of the finished runs; null: none")
+    p95_ms: float | None = Field(description="95th percentile (linear, as percentile_cont)")
+
+
+class RunStatsOut(BaseModel):
+    code_id: str = Field(description="As given")
+    after: str = Field(description="RFC 3339, UTC: runs created at or after this")
+    before: str = Field(description="RFC 3339, UTC: and before this")
+    bucket_seconds: int = Field(description="3600 (hour) or 86400 (day)")
+    buckets: list[RunBucketOut] = Field(description="Every bucket of the range, oldest first")
+
+
+def run_stats_out(
+    code_id: str, after: datetime, before: datetime, bucket_seconds: int, buckets: list[RunBucket]
+) -> RunStatsOut:
+    def ms(value: float | None) -> float | None:
+        return None if value is None else round(value, 3)
+
+    return RunStatsOut(
+        code_id=code_id,
+        after=go_time(after),
+        before=go_time(before),
+        bucket_seconds=bucket_seconds,
+        buckets=[
+            RunBucketOut(
+                start=go_time(datetime.fromtimestamp(b.index * bucket_seconds, UTC)),
+                completed=b.completed,
+                failed=b.failed,
+                started=b.started,
+                p50_ms=ms(b.p50_ms),
+                p95_ms=ms(b.p95_ms),
+            )
+            for b in buckets
+        ],
+    )
 
 
 class RunCodeIn(BaseModel):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -17,7 +18,7 @@ from codeactions.access.service import authorize_code, authorize_run, visible_co
 from codeactions.auth.principals import Principal, Role
 from codeactions.codes.cache import CodeCache
 from codeactions.codes.service import MAX_PAGE, parse_page_number
-from codeactions.db.listing import AllRows
+from codeactions.db.listing import AllRows, Page
 from codeactions.db.models import Code, CodeRun, utcnow
 from codeactions.errors import AppError, BadRequest, CodeNotFound, RunNotFound
 from codeactions.events.bus import EventBus
@@ -43,6 +44,7 @@ from codeactions.runs.outcome import (
 from codeactions.runs.queue import RunQueue, Ticket
 from codeactions.runs.recording import record_outcome, record_start
 from codeactions.runs.repository import RunBook
+from codeactions.runs.schemas import BUCKETS, RUN_STATUSES, RunBucket
 from codeactions.secrets.masking import NO_MASK, Masker
 from codeactions.secrets.service import SecretVault
 
@@ -406,16 +408,13 @@ def parse_time(value: str | None, name: str) -> datetime | None:
 MAX_RUNS_PAGE = 1000
 
 
-@dataclass
-class RunPage:
-    runs: list[CodeRun]
-    total: int
-    page: int
-    page_size: int
-
-    @property
-    def has_next(self) -> bool:
-        return self.page * self.page_size < self.total
+def parse_status(value: str | None) -> str | None:
+    """A `status` filter: started, completed or failed; None (any) when absent or empty."""
+    if not value:
+        return None
+    if value not in RUN_STATUSES:
+        raise BadRequest(f"invalid status parameter: one of {', '.join(RUN_STATUSES)}")
+    return value
 
 
 async def list_runs(
@@ -428,11 +427,12 @@ async def list_runs(
     page: str | None,
     page_size: str | None,
     status: str | None = None,
-) -> RunPage:
+) -> Page[CodeRun]:
     """A page of a code's runs, newest first, for Viewers of its project (as `all_runs`);
     `status`: only runs in it (started, completed or failed)."""
     if not code_id:
         raise BadRequest("valid code_id is required")
+    status = parse_status(status)
     since = parse_time(after, "after")
     until = parse_time(before, "before")
     number = parse_page_number(page, name="page", default=1, maximum=MAX_PAGE)
@@ -448,7 +448,7 @@ async def list_runs(
         limit=size,
         status=status,
     )
-    return RunPage(runs, total, number, size)
+    return Page(runs, total, number, size)
 
 
 async def all_runs(
@@ -459,11 +459,13 @@ async def all_runs(
     code_id: str | None,
     after: str | None,
     before: str | None,
+    status: str | None = None,
 ) -> AllRows[CodeRun]:
     """Every run of a code, newest first, as the original listed them (no page): checked and
     authorized now, the rows after the first chunk read as the caller iterates."""
     if not code_id:
         raise BadRequest("valid code_id is required")
+    status = parse_status(status)
     since = parse_time(after, "after")
     until = parse_time(before, "before")
     code_uuid, mongo_id = await _keys_of_visible_code(session, principal, code_id)
@@ -474,7 +476,71 @@ async def all_runs(
         code_mongo_id=mongo_id,
         after=since,
         before=until,
+        status=status,
     )
+
+
+DEFAULT_STATS_RANGE = timedelta(hours=24)
+MAX_STATS_RANGE = timedelta(days=31)
+
+
+@dataclass
+class RunStats:
+    """A code's runs per bucket over a range: every bucket of it, oldest first."""
+
+    after: datetime
+    before: datetime
+    bucket_seconds: int
+    buckets: list[RunBucket]
+
+
+def _stats_range(after: str | None, before: str | None) -> tuple[datetime, datetime]:
+    """The range asked for: the last 24 hours by default, or the 24 hours before `before`."""
+    until = parse_time(before, "before") or utcnow()
+    since = parse_time(after, "after")
+    if since is None:
+        try:
+            since = until - DEFAULT_STATS_RANGE
+        except OverflowError:
+            raise BadRequest("invalid before parameter: too early for a range") from None
+    if since >= until:
+        raise BadRequest("after must be earlier than before")
+    if until - since > MAX_STATS_RANGE:
+        raise BadRequest(f"the range from after to before is at most {MAX_STATS_RANGE.days} days")
+    return since, until
+
+
+async def run_stats(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    code_id: str | None,
+    after: str | None,
+    before: str | None,
+    bucket: str | None,
+) -> RunStats:
+    """A code's runs from `after` to `before` per hour or day, for Viewers of its project: every
+    bucket that overlaps the range, those without runs as zeros."""
+    if not code_id:
+        raise BadRequest("valid code_id is required")
+    seconds = BUCKETS.get(bucket or "hour")
+    if seconds is None:
+        raise BadRequest(f"invalid bucket parameter: one of {', '.join(BUCKETS)}")
+    since, until = _stats_range(after, before)
+    code_uuid, mongo_id = await _keys_of_visible_code(session, principal, code_id)
+    found = await repository.run_buckets(
+        session,
+        code_uuid=code_uuid,
+        code_mongo_id=mongo_id,
+        after=since,
+        before=until,
+        bucket_seconds=seconds,
+    )
+    by_index = {b.index: b for b in found}
+    first = math.floor(since.timestamp() / seconds)
+    last = math.ceil(until.timestamp() / seconds)  # the bucket `before` falls in ends here
+    buckets = [by_index.get(index, RunBucket(index)) for index in range(first, last)]
+    return RunStats(since, until, seconds, buckets)
 
 
 async def _keys_of_visible_code(
