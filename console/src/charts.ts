@@ -13,7 +13,7 @@ import {
   Tooltip,
 } from "chart.js";
 import { api, type Code, type StatsBucket } from "./api";
-import { field, h, when } from "./dom";
+import { field, h, messageOf, when } from "./dom";
 import { notice } from "./shell";
 
 Chart.register(BarController, BarElement, CategoryScale, LinearScale, LineController, LineElement, PointElement, Legend, Tooltip);
@@ -54,7 +54,7 @@ export function charts(code: Code): { el: HTMLElement; reload: () => void; destr
       const stats = await api.stats({ code_id: code.id, after: after.toISOString(), before: before.toISOString(), bucket });
       draw(stats.buckets, bucket);
     } catch (error) {
-      status.error(error instanceof Error ? error.message : String(error));
+      status.error(messageOf(error));
     }
   }
 

@@ -79,3 +79,8 @@ export function formatMs(ms: number | null): string {
 export function statusBadge(status: string): HTMLElement {
   return h("span", { class: `badge status-${status}` }, status);
 }
+
+/** What a failure says to the person: an Error's message, else the value as text. */
+export function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

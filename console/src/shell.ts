@@ -1,7 +1,7 @@
 // What every page shares: the console's base path, the page context, and the breadcrumbs.
 
 import { api, type Info, type Page } from "./api";
-import { field, h, show } from "./dom";
+import { field, h, messageOf, show } from "./dom";
 
 export const BASE = "/console";
 
@@ -133,7 +133,7 @@ export function searchedPages<T>(options: {
         }),
       );
     } catch (error) {
-      status.error(error instanceof Error ? error.message : String(error));
+      status.error(messageOf(error));
     }
   }
   input.addEventListener("input", () => {

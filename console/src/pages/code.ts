@@ -3,7 +3,7 @@
 import { api, ApiError, type Code, type LogLine, type Run } from "../api";
 import { charts } from "../charts";
 import { createEditor, type SourceEditor } from "../editor";
-import { field, h, show } from "../dom";
+import { field, h, messageOf, show } from "../dom";
 import { live, LiveError } from "../live";
 import { LogView, resultView } from "../runview";
 import { crumbs, flash, notice, type PageContext, projectName } from "../shell";
@@ -13,10 +13,6 @@ import { runsSection } from "./runs";
 const METHODS = ["POST", "GET", "PUT", "PATCH", "DELETE"];
 const LANGUAGES = ["python", "javascript", "go"];
 const TYPES = ["endpoint", "flow"];
-
-function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
 
 function select(options: string[], value: string): HTMLSelectElement {
   return h("select", {}, options.map((option) => h("option", { value: option, selected: option === value }, option)));
@@ -65,7 +61,7 @@ export function codePage(context: PageContext, projectUuid: string, codeId: stri
       }
       build(context, projectUuid, code);
     })
-    .catch((error: unknown) => show(context.main, h("h1", {}, "Code not available"), h("p", { role: "alert" }, message(error))));
+    .catch((error: unknown) => show(context.main, h("h1", {}, "Code not available"), h("p", { role: "alert" }, messageOf(error))));
 }
 
 function build(context: PageContext, projectUuid: string, saved: Code | null): void {
@@ -139,17 +135,13 @@ function build(context: PageContext, projectUuid: string, saved: Code | null): v
       }
       return code;
     } catch (error) {
-      const text = message(error);
+      const text = messageOf(error);
       saveStatus.error(text);
-      if (error instanceof ApiError && error.status === 400) showCompileErrors(text);
+      if (error instanceof ApiError && error.status === 400) editor.showErrors(text);
       return null;
     } finally {
       saveButton.disabled = false;
     }
-  }
-
-  function showCompileErrors(text: string): void {
-    editor.showErrors(text);
   }
 
   async function remove(): Promise<void> {
@@ -160,7 +152,7 @@ function build(context: PageContext, projectUuid: string, saved: Code | null): v
       flash(`Deleted the code ${current.name}.`);
       context.navigate(projectPath);
     } catch (error) {
-      saveStatus.error(message(error));
+      saveStatus.error(messageOf(error));
     }
   }
 
@@ -220,8 +212,8 @@ function build(context: PageContext, projectUuid: string, saved: Code | null): v
       if (error instanceof LiveError && error.closed && !isDirty()) {
         await runOverHttp(data, started);
       } else {
-        show(result, h("p", { class: "error", role: "alert" }, message(error)));
-        if (error instanceof LiveError && error.statusCode === 2) showCompileErrors(message(error));
+        show(result, h("p", { class: "error", role: "alert" }, messageOf(error)));
+        if (error instanceof LiveError && error.statusCode === 2) editor.showErrors(messageOf(error));
       }
       runButton.disabled = false;
     }
@@ -243,7 +235,7 @@ function build(context: PageContext, projectUuid: string, saved: Code | null): v
       show(result, ...resultView(answer.result), h("p", { class: "muted" }, `Answered in ${Math.round(performance.now() - started)} ms.`));
       runHistory.refresh();
     } catch (error) {
-      show(result, h("p", { class: "error", role: "alert" }, message(error)));
+      show(result, h("p", { class: "error", role: "alert" }, messageOf(error)));
     }
   }
 
@@ -253,7 +245,7 @@ function build(context: PageContext, projectUuid: string, saved: Code | null): v
 
   function showSavedParts(code: Code): void {
     deleteButton.hidden = false;
-    const runs = runsSection(context, code, projectPath);
+    const runs = runsSection(code, projectPath);
     context.onLeave(runs.stop);
     const chartCard = charts(code);
     context.onLeave(chartCard.destroy);

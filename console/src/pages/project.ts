@@ -1,15 +1,11 @@
 // A project: its codes (search, paging, last run status), its secrets and its members.
 
-import { api, type Code, type Member, type Secret } from "../api";
-import { field, h, show, statusBadge, when } from "../dom";
+import { api, ApiError, type Code, type Member, type Secret } from "../api";
+import { field, h, messageOf, show, statusBadge, when } from "../dom";
 import { crumbs, link, notice, type PageContext, projectName, searchedPages, takeFlash } from "../shell";
 
 const PAGE_SIZE = 50;
 const ROLE_NAMES: Record<number, string> = { 1: "viewer", 2: "contributor", 3: "moderator" };
-
-function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
 
 export function projectPage(context: PageContext, projectUuid: string): void {
   const base = `/projects/${encodeURIComponent(projectUuid)}`;
@@ -97,7 +93,7 @@ function secretsSection(projectUuid: string): HTMLElement {
       secrets = await api.secrets(projectUuid);
       show(list, secrets.length ? secretsTable() : h("p", { class: "muted" }, "No secret yet."));
     } catch (error) {
-      status.error(message(error));
+      status.error(messageOf(error));
     }
   }
 
@@ -108,7 +104,7 @@ function secretsSection(projectUuid: string): HTMLElement {
       status.ok(done);
       await load();
     } catch (error) {
-      status.error(message(error));
+      status.error(messageOf(error));
     }
   }
 
@@ -213,7 +209,7 @@ function membersSection(projectUuid: string): HTMLElement {
       ),
     )
     .catch((error: unknown) =>
-      show(list, h("p", { class: "muted" }, (error as { status?: number }).status === 403 ? "Only moderators see the members." : message(error))),
+      show(list, h("p", { class: "muted" }, error instanceof ApiError && error.status === 403 ? "Only moderators see the members." : messageOf(error))),
     );
   return h("section", { "aria-label": "Members", class: "card" }, h("h2", {}, "Members"), list);
 }

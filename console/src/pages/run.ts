@@ -1,7 +1,7 @@
 // One run: its request (params, body, headers as stored), result and logs; followed live while it runs.
 
 import { api, type LogLine, type Run } from "../api";
-import { h, show, when } from "../dom";
+import { h, messageOf, show, when } from "../dom";
 import { live } from "../live";
 import { LogView, resultView } from "../runview";
 import { crumbs, link, type PageContext, projectName } from "../shell";
@@ -67,7 +67,7 @@ export function runPage(context: PageContext, projectUuid: string, codeId: strin
       for (const line of run.logs) logs.add(line);
       if (run.status === "started" && !left) await follow(run.logs.length);
     } catch (error) {
-      show(result, h("p", { class: "error", role: "alert" }, error instanceof Error ? error.message : String(error)));
+      show(result, h("p", { class: "error", role: "alert" }, messageOf(error)));
     }
   }
 

@@ -1,9 +1,9 @@
 // A code's run history: status filter, time range, paging; refreshed live as runs start and end.
 
 import { api, type Code, type Run } from "../api";
-import { durationMs, field, formatMs, h, show, statusBadge, when } from "../dom";
+import { durationMs, field, formatMs, h, messageOf, show, statusBadge, when } from "../dom";
 import { live } from "../live";
-import { link, notice, type PageContext, pager } from "../shell";
+import { link, notice, pager } from "../shell";
 
 const PAGE_SIZE = 20;
 
@@ -15,7 +15,6 @@ function isoOf(local: string): string | undefined {
 }
 
 export function runsSection(
-  _context: PageContext,
   code: Code,
   projectPath: string,
 ): { el: HTMLElement; refresh: () => void; stop: () => void } {
@@ -52,7 +51,7 @@ export function runsSection(
         }),
       );
     } catch (error) {
-      problems.error(error instanceof Error ? error.message : String(error));
+      problems.error(messageOf(error));
     }
   }
 

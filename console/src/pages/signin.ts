@@ -1,7 +1,7 @@
 // Sign in with the static token, or with username and password through POST /login when OIDC is on.
 
 import { api, type Info, session } from "../api";
-import { field, h, show } from "../dom";
+import { field, h, messageOf, show } from "../dom";
 import { notice } from "../shell";
 
 export function signInPage(main: HTMLElement, info: Info | null, signedIn: () => void): void {
@@ -29,7 +29,7 @@ export function signInPage(main: HTMLElement, info: Info | null, signedIn: () =>
       }
       signedIn();
     } catch (error) {
-      status.error(error instanceof Error ? error.message : String(error));
+      status.error(messageOf(error));
     } finally {
       button.disabled = false;
     }
