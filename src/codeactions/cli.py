@@ -1,4 +1,4 @@
-"""The `codeactions` command: serve, migrate, clean, secrets, settings, run, tail."""
+"""The `codeactions` command: serve, worker, migrate, clean, secrets, settings, run, tail."""
 
 from __future__ import annotations
 
@@ -53,6 +53,25 @@ def serve(
         # followers half its CPU, and each connection about 35 KiB (bench/bench_live.py).
         ws_per_message_deflate=False,
     )
+
+
+@app.command()
+def worker() -> None:
+    """Run the codes API replicas hand over through RabbitMQ (CODEACTIONS_RUNNER_DISPATCH=rabbitmq
+    on them), in this process's own sandbox runner; SIGTERM lets the runs under way finish."""
+    from codeactions.dispatch.worker import run_worker
+    from codeactions.ops.logging import configure_logging
+
+    os.umask(0o077)
+    settings = Settings()
+    configure_logging(settings.server)
+    if not settings.rabbitmq.url:
+        typer.echo("codeactions: a worker needs CODEACTIONS_RABBITMQ_URL", err=True)
+        raise typer.Exit(2)
+    if not settings.runner.enabled:
+        typer.echo("codeactions: a worker needs the runner (CODEACTIONS_RUNNER_ENABLED)", err=True)
+        raise typer.Exit(2)
+    asyncio.run(run_worker(settings))
 
 
 @app.command("migrate")

@@ -35,9 +35,10 @@ from codeactions.ratelimit.base import LIMITER, RateLimiter
 from codeactions.ratelimit.factory import build_rate_limiter
 from codeactions.runner.base import RUNNER, Runner
 from codeactions.runner.disabled import DisabledRunner
+from codeactions.runs.callbacks import CALLBACKS, CallbackSender
 from codeactions.runs.cleaner import CLEANER, RetentionCleaner, build_cleaner
 from codeactions.runs.journal import JOURNAL, OutcomeJournal
-from codeactions.runs.queue import Caps, RunQueue
+from codeactions.runs.queue import RunQueue, caps
 from codeactions.runs.repository import RUN_BOOK, RunBook
 from codeactions.runs.service import EXECUTOR, Executor
 from codeactions.secrets.crypto import SECRET_BOX, secret_box
@@ -70,7 +71,7 @@ def create_app(
     metrics = Metrics(
         code_labels=settings.server.metrics_code_labels,
         project_labels=settings.server.metrics_project_labels,
-        workers=settings.runner.slots,
+        workers=_local_slots(settings),
         queue_capacity=settings.runner.queue_size,
     )
     code_cache = CodeCache(settings.code.cache_seconds)
@@ -179,11 +180,14 @@ async def _start_parts(
         verifier = OidcVerifier(settings.auth)
         stack.push_async_callback(verifier.close)
         oidc = verifier
+    run_queue = _run_queue(settings, metrics)
     if runner is None:
-        runner = await _start_runner(settings, stack)
-    run_queue, run_tasks = _start_execution(
-        settings, stack, metrics=metrics, sessionmaker=sessionmaker
-    )
+        runner = await _start_runner(settings, stack, metrics=metrics, run_queue=run_queue)
+    # Closed after the runs in flight have drained, so that their callbacks go out too.
+    callbacks = CallbackSender(settings.callbacks, sessionmaker=sessionmaker, metrics=metrics)
+    stack.push_async_callback(callbacks.close, settings.server.shutdown_grace_seconds)
+    # Pushed after the runner's close: runs in flight drain first.
+    run_tasks = _start_execution(settings, stack, sessionmaker=sessionmaker)
     consumers = None
     if settings.rabbitmq.url:
         from codeactions.projects.consumers import start_consumers
@@ -226,6 +230,7 @@ async def _start_parts(
         bus=bus,
     )
     parts[EVENT_BUS] = bus
+    parts[CALLBACKS] = callbacks
     await _start_live(settings, stack, parts, bus=bus, log_store=log_store)
     # Imported here, as `start_consumers` is: importing the app does not load the AMQP client.
     from codeactions.projects.consumers import CONSUMERS
@@ -270,10 +275,27 @@ async def _start_live(
     )
 
 
-async def _start_runner(settings: Settings, stack: AsyncExitStack) -> Runner:
-    """The sandbox runner, or one that answers 503 when it is turned off."""
+def _local_slots(settings: Settings) -> int:
+    """The runs this process executes at once: none under `rabbitmq` dispatch."""
+    return 0 if settings.dispatch.mode == "rabbitmq" else settings.runner.slots
+
+
+async def _start_runner(
+    settings: Settings, stack: AsyncExitStack, *, metrics: Metrics, run_queue: RunQueue
+) -> Runner:
+    """The sandbox runner; under `rabbitmq` dispatch, the workers' (this process runs nothing,
+    and may start as many runs at once as the workers alive have slots); or one that answers
+    503 when running is turned off."""
     runner: Runner
-    if settings.runner.enabled:
+    if settings.dispatch.mode == "rabbitmq" and settings.runner.enabled:
+        from codeactions.dispatch.runner import DispatchRunner
+
+        def resize(slots: int) -> None:
+            project, code = caps(settings.runner, slots)
+            run_queue.resize(slots, project=project, code=code)
+
+        runner = DispatchRunner(settings, metrics=metrics, on_capacity=resize)
+    elif settings.runner.enabled:
         from codeactions.runner.sandbox import SandboxRunner
 
         runner = SandboxRunner(settings.runner, settings.logs)
@@ -284,24 +306,26 @@ async def _start_runner(settings: Settings, stack: AsyncExitStack) -> Runner:
     return runner
 
 
-def _start_execution(
-    settings: Settings,
-    stack: AsyncExitStack,
-    *,
-    metrics: Metrics,
-    sessionmaker: async_sessionmaker[AsyncSession],
-) -> tuple[RunQueue, set[asyncio.Task[Any]]]:
-    """The bounded run queue, in-flight runs drained on shutdown, the run reaper."""
-    from codeactions.runs.reaper import run_reaper
-
-    runner = settings.runner
-    run_queue = RunQueue(
-        slots=runner.slots,
-        queue_size=runner.queue_size,
-        project=Caps(running=runner.project_concurrency, waiting=runner.project_queued),
-        code=Caps(running=runner.code_concurrency, waiting=runner.code_queued),
+def _run_queue(settings: Settings, metrics: Metrics) -> RunQueue:
+    """The bounded run queue. Under `rabbitmq` dispatch its slots are the workers', known once
+    they are heard from."""
+    slots = _local_slots(settings)
+    project, code = caps(settings.runner, slots)
+    return RunQueue(
+        slots=slots,
+        queue_size=settings.runner.queue_size,
+        project=project,
+        code=code,
         metrics=metrics,
     )
+
+
+def _start_execution(
+    settings: Settings, stack: AsyncExitStack, *, sessionmaker: async_sessionmaker[AsyncSession]
+) -> set[asyncio.Task[Any]]:
+    """In-flight runs drained on shutdown, the run reaper."""
+    from codeactions.runs.reaper import run_reaper
+
     run_tasks: set[asyncio.Task[Any]] = set()
 
     async def drain() -> None:
@@ -317,7 +341,7 @@ def _start_execution(
         await asyncio.gather(reaper, return_exceptions=True)
 
     stack.push_async_callback(stop_reaper)
-    return run_queue, run_tasks
+    return run_tasks
 
 
 async def _start_cleaner(

@@ -1,6 +1,7 @@
 """Settings: one tree of groups read from CODEACTIONS_* variables, with the original's names as aliases."""
 
 from codeactions.config.auth import AuthSettings
+from codeactions.config.callbacks import CallbackSettings
 from codeactions.config.cleaner import CleanerSettings
 from codeactions.config.codes import CodeSettings
 from codeactions.config.database import (
@@ -10,6 +11,7 @@ from codeactions.config.database import (
     DatabaseSettings,
     split_ssl_parameters,
 )
+from codeactions.config.dispatch import DispatchSettings
 from codeactions.config.fields import Group, env
 from codeactions.config.health import HealthSettings
 from codeactions.config.live import LiveSettings
@@ -30,9 +32,11 @@ __all__ = [
     "REPO_ROOT",
     "SSL_MODES",
     "AuthSettings",
+    "CallbackSettings",
     "CleanerSettings",
     "CodeSettings",
     "DatabaseSettings",
+    "DispatchSettings",
     "Group",
     "HealthSettings",
     "LiveSettings",

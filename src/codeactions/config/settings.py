@@ -5,9 +5,11 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from codeactions.config.auth import AuthSettings
+from codeactions.config.callbacks import CallbackSettings
 from codeactions.config.cleaner import CleanerSettings
 from codeactions.config.codes import CodeSettings
 from codeactions.config.database import DatabaseSettings
+from codeactions.config.dispatch import DispatchSettings
 from codeactions.config.fields import Group
 from codeactions.config.health import HealthSettings
 from codeactions.config.live import LiveSettings
@@ -27,6 +29,7 @@ class Settings(Group):
     code: CodeSettings = Field(default_factory=CodeSettings)
     ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     logs: LogSettings = Field(default_factory=LogSettings)
     rabbitmq: RabbitSettings = Field(default_factory=RabbitSettings)
     cleaner: CleanerSettings = Field(default_factory=CleanerSettings)
@@ -34,6 +37,7 @@ class Settings(Group):
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
     live: LiveSettings = Field(default_factory=LiveSettings)
+    callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -41,6 +45,8 @@ class Settings(Group):
             raise ValueError("OIDC is enabled but neither OIDC_HOST nor OIDC_ISSUER is set")
         if self.logs.s3_enabled and not self.logs.s3_bucket:
             raise ValueError("S3 logs are enabled but S3_BUCKET is not set")
+        if self.dispatch.mode == "rabbitmq" and not self.rabbitmq.url:
+            raise ValueError("RUNNER_DISPATCH is rabbitmq but RABBITMQ_URL is not set")
         return self
 
 

@@ -248,6 +248,28 @@ class Metrics:
             "Live followers that fell behind and were told where to resume.",
             registry=r,
         )
+        # Dispatch to workers over RabbitMQ (CODEACTIONS_RUNNER_DISPATCH=rabbitmq).
+        self.dispatch_workers = Gauge(
+            "codeactions_dispatch_workers", "Workers alive and taking runs.", registry=r
+        )
+        self.dispatch_slots = Gauge(
+            "codeactions_dispatch_worker_slots",
+            "Slots of each worker alive, busy or free (as this replica sees them).",
+            ("worker", "state"),
+            registry=r,
+        )
+        self.dispatch_latency = Histogram(
+            "codeactions_dispatch_seconds",
+            "Time from handing a run to a worker to its start there.",
+            buckets=QUEUE_WAIT_BUCKETS,
+            registry=r,
+        )
+        self.dispatch_affinity = Counter(
+            "codeactions_dispatch_affinity",
+            "Runs handed to a worker where their code was warm (hit) or not (miss).",
+            ("result",),
+            registry=r,
+        )
         # The original's default registry had them (client_golang's process collector).
         ProcessCollector(registry=r)
 
@@ -321,6 +343,26 @@ class Metrics:
         """A RabbitMQ message was settled (see `events` for the outcomes)."""
         self.events.labels(consumer, outcome).inc()
 
+    def slots_changed(self, slots: int) -> None:
+        """The runs that may execute at once changed (workers joined or left)."""
+        self._workers = slots
+        self.workers_total.set(slots)
+
+    def workers_seen(self, workers: dict[str, tuple[int, int]]) -> None:
+        """The workers alive now: the slots and load of each."""
+        self.dispatch_workers.set(len(workers))
+        self.dispatch_slots.clear()
+        for worker, (slots, load) in workers.items():
+            self.dispatch_slots.labels(worker, "busy").set(min(load, slots))
+            self.dispatch_slots.labels(worker, "free").set(max(0, slots - load))
+
+    def dispatched(self, seconds: float) -> None:
+        """A worker started a run this long after it was handed to it."""
+        self.dispatch_latency.observe(seconds)
+
+    def affinity(self, *, hit: bool) -> None:
+        self.dispatch_affinity.labels("hit" if hit else "miss").inc()
+
     def observe_request(
         self,
         *,
@@ -367,6 +409,22 @@ class Metrics:
             else:
                 text.append(generate_latest(_Families([go_family])))
         return b"".join(text)
+
+    # Callbacks of async runs (`POST /run?async=true&callback_url=`).
+    _callbacks: Counter | None = None
+
+    def callback_finished(self, *, outcome: str) -> None:
+        """A run's callback ended: delivered, rejected (a 4xx other than 408/429), failed
+        (attempts used up), refused (its host now resolves to a forbidden address), dropped
+        (its run's outcome was not recorded) or cancelled (shutdown)."""
+        if self._callbacks is None:  # registered on first use: replicas sending none show none
+            self._callbacks = Counter(
+                "codeactions_callbacks",
+                "Callbacks of async runs, by outcome.",
+                ("outcome",),
+                registry=self.registry,
+            )
+        self._callbacks.labels(outcome).inc()
 
 
 class _Families(Collector):

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends
 
 from codeactions.parts import Part, part
+from codeactions.runner import wire
 from codeactions.runner.wire import FailureReason as FailureReason
 from codeactions.runner.wire import Language as Language
 from codeactions.runner.wire import LanguageStatus as LanguageStatus
@@ -51,6 +52,38 @@ class RunOutcome:
     error: str = ""  # short message on failure (a traceback for exceptions)
     logs: list[RunLogLine] = field(default_factory=list)
     duration: float = 0.0  # seconds spent executing
+
+
+def outcome_of(outcome: wire.Outcome) -> RunOutcome:
+    """A run's outcome as the runner's wire carries it (from the supervisor, or a worker)."""
+    return RunOutcome(
+        ok=outcome["ok"],
+        result=outcome["result"],
+        status_code=outcome["status_code"],
+        content_type=outcome["content_type"],
+        reason=outcome["reason"],
+        error=outcome["error"],
+        logs=log_lines(outcome["logs"]),
+        duration=outcome["duration"],
+    )
+
+
+def wire_outcome(outcome: RunOutcome) -> wire.Outcome:
+    """The other way: what a worker sends back of a run's outcome."""
+    return wire.Outcome(
+        ok=outcome.ok,
+        result=outcome.result,
+        status_code=outcome.status_code,
+        content_type=outcome.content_type,
+        reason=outcome.reason,
+        error=outcome.error,
+        logs=[(line.type, line.content, line.at) for line in outcome.logs],
+        duration=outcome.duration,
+    )
+
+
+def log_lines(entries: list[wire.LogEntry]) -> list[RunLogLine]:
+    return [RunLogLine(type=kind, content=content, at=at) for kind, content, at in entries]
 
 
 class CompileError(Exception):

@@ -25,6 +25,8 @@ from codeactions.runner.base import (
     RunnerStatus,
     RunOutcome,
     RunRequest,
+    log_lines,
+    outcome_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -200,7 +202,7 @@ class SandboxRunner:
         if on_logs is None:
             return  # nobody listens, or the run is over
         try:
-            on_logs(_log_lines(entries))
+            on_logs(log_lines(entries))
         except Exception:
             logger.exception("runner: the live log callback of run %s failed", request_id)
 
@@ -319,7 +321,7 @@ class SandboxRunner:
         finally:
             self._in_flight -= 1
         outcome: wire.Outcome = frame["outcome"]
-        return _outcome(outcome)
+        return outcome_of(outcome)
 
     def _secrets_digest(self, request: RunRequest) -> str:
         """Part of a warm key: a warm worker serves only runs with the very same secrets, so
@@ -393,20 +395,3 @@ class SandboxRunner:
             supervisor_pid=self._process.pid if self._process is not None else None,
             languages=languages,
         )
-
-
-def _outcome(outcome: wire.Outcome) -> RunOutcome:
-    return RunOutcome(
-        ok=outcome["ok"],
-        result=outcome["result"],
-        status_code=outcome["status_code"],
-        content_type=outcome["content_type"],
-        reason=outcome["reason"],
-        error=outcome["error"],
-        logs=_log_lines(outcome["logs"]),
-        duration=outcome["duration"],
-    )
-
-
-def _log_lines(entries: list[wire.LogEntry]) -> list[RunLogLine]:
-    return [RunLogLine(type=kind, content=content, at=at) for kind, content, at in entries]

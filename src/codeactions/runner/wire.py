@@ -55,6 +55,7 @@ FailureReason = Literal[
     "file_size",  # wrote a file over the size limit
     "killed",  # killed by a signal (segfault, abort, ...)
     "runner",  # the runner itself failed (not the user's fault)
+    "worker lost",  # the worker running it died or fell silent (dispatch over RabbitMQ)
 ]
 
 # One log line of a run: [level ("debug" | "info" | "error"), text, unix time] (a JSON array).

@@ -29,6 +29,7 @@ _EXPLAINED = {
     "file_size": "file size limit exceeded",
     "killed": "the process was killed",
     "runner": "the code runner failed",
+    "worker lost": "the worker running the code was lost",
 }
 _MAX_MESSAGE_CHARS = 500
 
@@ -105,7 +106,7 @@ def caller_error(outcome: RunOutcome, run_id: uuid.UUID, mask: Masker) -> AppErr
     # Masked: the message is the service's report (to anonymous callers on public endpoints);
     # a code hands a secret to its caller, if it must, through `result.set`.
     message = f"error on executing code: {mask(short_error(outcome))} (run {run_id})"
-    if outcome.reason == "runner":
+    if outcome.reason in ("runner", "worker lost"):
         return Unavailable(message)
     return RunFailed(message)
 

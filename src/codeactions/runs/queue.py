@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+from codeactions.config import RunnerSettings
 from codeactions.errors import AppError, QueueFull, TooManyWaiting
 from codeactions.ops.metrics import Metrics
 
@@ -28,6 +29,15 @@ class Share:
 class Caps:
     running: int  # executing at once
     waiting: int  # waiting for a slot; more are refused (429)
+
+
+def caps(settings: RunnerSettings, slots: int) -> tuple[Caps, Caps]:
+    """The project's and the code's caps when `slots` runs may execute at once."""
+    at = settings.model_copy(update={"slots": max(slots, 1)})
+    return (
+        Caps(running=at.project_concurrency, waiting=at.project_queued),
+        Caps(running=at.code_concurrency, waiting=at.code_queued),
+    )
 
 
 class RunQueue:
@@ -56,6 +66,15 @@ class RunQueue:
         self._waiting: dict[Ticket, None] = {}  # oldest first
         self._projects: dict[str, Share] = {}
         self._codes: dict[str, Share] = {}
+
+    def resize(self, slots: int, *, project: Caps, code: Caps) -> None:
+        """Workers joined or left: this many runs may execute at once from now on (runs over
+        it finish; no new one starts until the count is under it)."""
+        self.slots, self.project_caps, self.code_caps = slots, project, code
+        self.capacity = slots + self.queue_size
+        self._metrics.slots_changed(slots)
+        self._dispatch()
+        self._report()
 
     @property
     def waiting(self) -> int:

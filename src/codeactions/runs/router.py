@@ -28,10 +28,12 @@ from codeactions.ops.metrics import MetricsDep
 from codeactions.parts import SettingsDep, part
 from codeactions.ratelimit.base import LimiterDep
 from codeactions.runs import service
+from codeactions.runs.callbacks import MAX_URL_CHARS, CallbacksDep
 from codeactions.runs.schemas import (
     BUCKETS,
     RUN_STATUSES,
     CodeRunOut,
+    RunAcceptedOut,
     RunCodeIn,
     RunCodeOut,
     RunStatsOut,
@@ -194,8 +196,33 @@ def _run_inputs(raw: bytes) -> RunInputs:
     summary="Run a code (Contributors of its project, internal callers, the admin token)",
     tags=["execution"],
     response_model=RunCodeOut,
+    description="Waits for the run and answers with it, or with `async=true` answers `202` at "
+    "once, when the run is recorded `started`: its record is then at `GET /coderun/{id}` "
+    "(`Location`), followed live at `/coderun/{id}/events`, and POSTed to `callback_url` once "
+    "finished (the same JSON as `GET /coderun/{id}`; headers `X-Run-Id`, `User-Agent: "
+    "codeactions/<version>`; retried with backoff on network errors, timeouts, 408, 429 and "
+    "5xx; redirects are not followed). Refusals (queue full, too many waiting) answer at once "
+    "either way.",
     responses={
-        **error_responses((400, "The body is not a JSON object of this shape"), 401),
+        202: {
+            "model": RunAcceptedOut,
+            "description": "With `async=true`: the run is recorded `started` and runs on",
+            "headers": {
+                "Location": {
+                    "description": "`/coderun/{run_id}`",
+                    "schema": {"type": "string"},
+                },
+                "X-Run-Id": {"description": "The run's id", "schema": {"type": "string"}},
+            },
+        },
+        **error_responses(
+            (
+                400,
+                "The body is not a JSON object of this shape, invalid `async`, or a "
+                "`callback_url` that is not a public http(s) address or without `async=true`",
+            ),
+            401,
+        ),
         **error_responses((403, "Contributor role needed")),
         **_RUN_ERRORS,
         404: {"model": Message, "description": "No code with this id in the caller's projects"},
@@ -215,12 +242,46 @@ async def run_code(
     settings: SettingsDep,
     sessionmaker: SessionMakerDep,
     executor: ExecutorDep,
+    callbacks: CallbacksDep,
+    run_async: Annotated[
+        str | None,
+        query(
+            "`true` or `1`: answer 202 with the run's id as soon as it is recorded `started`; "
+            "`false`, `0` or empty: wait for the run (the default)",
+            alias="async",
+            enum=["", "true", "false", "1", "0"],
+        ),
+    ] = None,
+    callback_url: Annotated[
+        str | None,
+        query(
+            "With `async=true`: where the finished run is POSTed (http or https, a host that "
+            "resolves to public addresses only)",
+            maxLength=MAX_URL_CHARS,
+        ),
+    ] = None,
 ) -> Response:
     code = await service.find_code_to_run(sessionmaker, principal, code_id)
+    is_async = service.parse_async(run_async)
+    target = None
+    if callback_url:
+        if not is_async:
+            raise BadRequest("callback_url needs async=true")
+        target = await callbacks.check(callback_url)
     inputs = _run_inputs(await read_body(request, settings.server.max_body_bytes))
-    execution = await service.execute(executor, code=code, invoked_id=code_id, inputs=inputs)
-    service.raise_for_failure(execution)
-    return JSONResponse({"code_id": code_id, "result": run_json(execution.run)})
+    if not is_async:
+        execution = await service.execute(executor, code=code, invoked_id=code_id, inputs=inputs)
+        service.raise_for_failure(execution)
+        return JSONResponse({"code_id": code_id, "result": run_json(execution.run)})
+    submission = await service.submit(executor, code=code, invoked_id=code_id, inputs=inputs)
+    if target is not None:
+        callbacks.send_when_finished(submission, target)
+    run_id = str(submission.run_id)
+    return JSONResponse(
+        RunAcceptedOut(run_id=run_id).model_dump(),
+        status_code=202,
+        headers={"Location": f"/coderun/{run_id}", "X-Run-Id": run_id},
+    )
 
 
 # Declared before `/coderun/{id}`, which would otherwise take `stats` for a run id.

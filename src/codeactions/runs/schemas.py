@@ -111,6 +111,12 @@ class RunCodeOut(BaseModel):
     result: CodeRunOut
 
 
+class RunAcceptedOut(BaseModel):
+    """`POST /run/{code_id}?async=true`: the run is recorded `started` and runs on."""
+
+    run_id: str = Field(description="The run's id: `GET /coderun/{run_id}` reads it")
+
+
 def run_json(run: CodeRun) -> dict[str, Any]:
     """The CodeRun object; `mongo_object_id` and `code_mongo_id` only when set, as `omitempty`.
 

@@ -106,7 +106,16 @@ def code_timeout_seconds(code: Code) -> float:
     return float(code.timeout or 60)
 
 
-async def execute(
+@dataclass(frozen=True)
+class Submission:
+    """A run admitted and recorded `started`; `execution` settles once it is recorded finished."""
+
+    run_id: uuid.UUID
+    # Awaiting it (or not: an async run's caller has gone) never cancels the run itself.
+    execution: asyncio.Future[Execution]
+
+
+async def submit(
     ex: Executor,
     *,
     code: Code,
@@ -114,28 +123,33 @@ async def execute(
     inputs: RunInputs,
     run_id: uuid.UUID | None = None,
     draft: str | None = None,
-) -> Execution:
-    """Run the code once: record it `started`, wait for a slot, run, record the outcome.
+) -> Submission:
+    """Admit the run and start it as its own task; return once it is recorded `started`, so a
+    `GET /coderun/{id}` right after finds it.
 
     `run_id`: the id to record the run under (a caller following it subscribes first).
     `draft`: a source to run instead of the code's own, recorded as a run of the code.
 
-    Raises QueueFull or TooManyWaiting at once when the run may not wait for a slot. The work
-    runs as its own task, which records the outcome and then answers: a client that disconnects
-    does not cancel it.
+    Raises QueueFull or TooManyWaiting at once when the run may not wait for a slot, and
+    Unavailable when it could not be recorded (then it did not run). The task records the
+    outcome and then settles `execution`: a caller that goes away does not cancel it.
     """
     started = time.perf_counter()
     deadline = asyncio.get_running_loop().time() + code_timeout_seconds(code)
+    run_id = run_id or uuid.uuid4()
     try:
         ticket = ex.queue.admit(project_uuid=code.project_uuid, code_id=str(code.id))
     except AppError:
         _count(ex, code, "rejected", None, started)
         raise
-    answer: asyncio.Future[Execution] = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    recorded: asyncio.Future[None] = loop.create_future()
+    answer: asyncio.Future[Execution] = loop.create_future()
     task = asyncio.create_task(
         _execute(
             ex,
             ticket,
+            recorded,
             answer,
             code=code,
             invoked_id=invoked_id,
@@ -151,7 +165,33 @@ async def execute(
     # The task gives the slot back as soon as the run ends; this covers whatever else happens
     # to it (cancelled, even before it started). A second release does nothing.
     task.add_done_callback(lambda _: ticket.release())
-    return await asyncio.shield(answer)
+    execution = asyncio.shield(answer)
+    execution.add_done_callback(_retrieved)
+    await asyncio.shield(recorded)
+    return Submission(run_id, execution)
+
+
+def _retrieved(future: asyncio.Future[Execution]) -> None:
+    # An async run's outcome may be awaited by no one: its failure is not an "exception never
+    # retrieved" (the run task and the run record tell it).
+    if not future.cancelled():
+        future.exception()
+
+
+async def execute(
+    ex: Executor,
+    *,
+    code: Code,
+    invoked_id: str,
+    inputs: RunInputs,
+    run_id: uuid.UUID | None = None,
+    draft: str | None = None,
+) -> Execution:
+    """Run the code once and wait for its outcome (`submit`, then its execution)."""
+    submission = await submit(
+        ex, code=code, invoked_id=invoked_id, inputs=inputs, run_id=run_id, draft=draft
+    )
+    return await submission.execution
 
 
 def _label(outcome: RunOutcome) -> str:
@@ -177,12 +217,13 @@ def _count(ex: Executor, code: Code, outcome: str, reason: str | None, started: 
 async def _execute(
     ex: Executor,
     ticket: Ticket,
+    recorded: asyncio.Future[None],
     answer: asyncio.Future[Execution],
     *,
     code: Code,
     invoked_id: str,
     inputs: RunInputs,
-    run_id: uuid.UUID | None,
+    run_id: uuid.UUID,
     draft: str | None,
     deadline: float,
     started: float,
@@ -191,6 +232,7 @@ async def _execute(
         execution = await _run_once(
             ex,
             ticket,
+            recorded,
             code=code,
             invoked_id=invoked_id,
             inputs=inputs,
@@ -199,11 +241,15 @@ async def _execute(
             deadline=deadline,
         )
     except BaseException as exc:
-        if not answer.done():
+        # Before the run was recorded, its submitter hears the failure; after, its awaiters.
+        told = answer if recorded.done() else recorded
+        if not recorded.done():
+            answer.cancel()
+        if not told.done():
             if isinstance(exc, asyncio.CancelledError):
-                answer.cancel()
+                told.cancel()
             else:
-                answer.set_exception(exc)
+                told.set_exception(exc)
         _count(ex, code, "failed", "runner", started)
         raise
     # Recorded before the caller is answered, so whoever reads the run or its logs right after
@@ -227,15 +273,17 @@ async def _execute(
 async def _run_once(
     ex: Executor,
     ticket: Ticket,
+    recorded: asyncio.Future[None],
     *,
     code: Code,
     invoked_id: str,
     inputs: RunInputs,
-    run_id: uuid.UUID | None,
+    run_id: uuid.UUID,
     draft: str | None,
     deadline: float,
 ) -> Execution:
-    """Record the run `started`, run it, and settle what the caller is answered and stored."""
+    """Record the run `started` (then settle `recorded`), run it, and settle what the caller is
+    answered and stored."""
     run = repository.new_started_run(
         run_id=run_id,
         code_id=code.id,
@@ -253,6 +301,7 @@ async def _run_once(
         await record_start(ex.book, ex.journal, run)
         broadcast = RunBroadcast(ex.bus, run=run, project_uuid=code.project_uuid, mask=mask)
         broadcast.started(run)
+        recorded.set_result(None)
         try:
             outcome = await _run_in_slot(
                 ex,
@@ -366,6 +415,15 @@ async def find_code_to_run(
     """The code `POST /run` may execute: Contributors of its project (others get a 404)."""
     async with sessionmaker() as session:
         return await visible_code(session, principal, code_id, Role.CONTRIBUTOR)
+
+
+def parse_async(value: str | None) -> bool:
+    """The `async` parameter of `POST /run`: `true`/`1` answer at once, `false`/`0`/empty wait."""
+    if value in (None, "", "false", "0"):
+        return False
+    if value in ("true", "1"):
+        return True
+    raise BadRequest("invalid async parameter: true or false")
 
 
 # --- reading runs -------------------------------------------------------------------------

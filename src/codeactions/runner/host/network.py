@@ -23,28 +23,9 @@ import os
 import re
 import subprocess
 
+from codeactions.runner.host.egress import BLOCKED_V4, BLOCKED_V6
 from codeactions.runner.host.linux import CLONE_NEWNET, entered, read_text, write_text
 
-BLOCKED_V4 = [
-    "127.0.0.0/8",
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "100.64.0.0/10",
-    "0.0.0.0/8",
-    "169.254.0.0/16",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
-]
-BLOCKED_V6 = [
-    "::1/128",
-    "::/128",
-    "::ffff:0:0/96",
-    "fc00::/7",
-    "fe80::/10",
-    "ff00::/8",
-    "64:ff9b::/96",
-]
 TOOL_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 LOCK_DIR = "/run/codeactions"
 NETNS_DIR = "/run/netns"
@@ -268,7 +249,10 @@ class SlotNetworks:
                         write_text(f"/proc/sys/net/{key}", value)
         # Forwarding only where it is needed: from the slots out, and back in from the uplinks.
         for link in self.links + _uplinks():
-            write_text(f"/proc/sys/net/ipv4/conf/{link}/forwarding", "1")
+            try:
+                write_text(f"/proc/sys/net/ipv4/conf/{link}/forwarding", "1")
+            except OSError as exc:  # a container's /proc/sys is read-only
+                return f"cannot turn on forwarding for {link}: {exc.strerror or exc}"
         return self._install_rules(iptables, resolvers)
 
     def _claim_block(self) -> bool:

@@ -1,0 +1,1 @@
+"""Runs handed to `codeactions worker` processes over RabbitMQ, and the worker itself."""
