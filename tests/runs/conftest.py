@@ -97,12 +97,13 @@ class Api:
         project_uuid: str = PROJECT,
         mongo_object_id: str | None = None,
         timeout_seconds: int = 60,
+        source: str = "def Run(engine):\n    engine.result.set('ok')\n",
     ) -> Code:
         code = Code(
             id=uuid.uuid4(),
             name="test code",
             type=type,
-            source="def Run(engine):\n    engine.result.set('ok')\n",
+            source=source,
             language=language,
             project_uuid=project_uuid,
             mongo_object_id=mongo_object_id,

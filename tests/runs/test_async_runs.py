@@ -7,7 +7,6 @@ import asyncio
 import ipaddress
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -20,7 +19,6 @@ import pytest
 from codeactions import __version__
 from codeactions.config import CallbackSettings, RunnerSettings, ServerSettings, Settings
 from codeactions.db.models import Code
-from codeactions.db.session import SESSIONMAKER
 from codeactions.main import create_app
 from codeactions.ops.metrics import METRICS
 from codeactions.runner.base import RunOutcome, RunRequest
@@ -499,17 +497,7 @@ async def test_an_async_run_on_the_sandbox_calls_back(start_api: StartApi, tmp_p
         runner=RunnerSettings(enabled=True, slots=1, uid_base=58000, work_dir=str(tmp_path / "r")),
         callbacks=LOCAL,
     )
-    code = Code(
-        id=uuid.uuid4(),
-        name="real async",
-        type="endpoint",
-        source=SOURCE,
-        language="python",
-        project_uuid=PROJECT,
-        timeout=30,
-    )
-    async with api.app.state.parts[SESSIONMAKER]() as session, session.begin():
-        session.add(code)
+    code = await api.add_code(source=SOURCE, timeout_seconds=30)
     async with receiver(200) as hook:
         response = await api.client.post(
             run_async(code, callback_url=hook.url), headers=ADMIN, json={"params": {"q": "x"}}

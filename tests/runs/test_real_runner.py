@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import httpx
 
 from codeactions.config import RunnerSettings
-from codeactions.db.models import Code
-from codeactions.db.session import SESSIONMAKER
 from codeactions.logs.store import LOG_STORE, LogQuery
 from tests.conftest import ADMIN, needs_go, needs_node, needs_runtime
 from tests.runs.conftest import PROJECT, Api, StartApi
@@ -29,17 +26,7 @@ async def test_python_code_runs_in_the_sandbox(start_api: StartApi, tmp_path: Pa
         real_runner=True,
         runner=RunnerSettings(enabled=True, slots=2, work_dir=str(tmp_path / "r")),
     )
-    code = Code(
-        id=uuid.uuid4(),
-        name="real",
-        type="endpoint",
-        source=SOURCE,
-        language="python",
-        project_uuid=PROJECT,
-        timeout=30,
-    )
-    async with api.app.state.parts[SESSIONMAKER]() as session, session.begin():
-        session.add(code)
+    code = await api.add_code(source=SOURCE, timeout_seconds=30)
     response = await api.client.get(
         f"/action/endpoint/{code.id}?name=ada", headers={"x-api-key": "k1"}
     )

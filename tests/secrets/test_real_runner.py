@@ -3,14 +3,11 @@ show it masked."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 
 from codeactions.config import RunnerSettings
-from codeactions.db.models import Code
-from codeactions.db.session import SESSIONMAKER
 from tests.conftest import ADMIN, needs_runtime
 from tests.runs.conftest import PROJECT, StartApi
 
@@ -35,17 +32,7 @@ async def test_python_code_reads_a_secret_and_only_its_caller_sees_it(
         "/secret", json={"name": "TOKEN", "value": TOKEN, "project_uuid": PROJECT}, headers=ADMIN
     )
     assert created.status_code == 201, created.text
-    code = Code(
-        id=uuid.uuid4(),
-        name="uses a secret",
-        type="endpoint",
-        source=SOURCE,
-        language="python",
-        project_uuid=PROJECT,
-        timeout=30,
-    )
-    async with api.app.state.parts[SESSIONMAKER]() as session, session.begin():
-        session.add(code)
+    code = await api.add_code(source=SOURCE, timeout_seconds=30)
 
     response = await api.client.post(f"/action/endpoint/{code.id}")
     assert response.status_code == 200, response.text

@@ -17,11 +17,12 @@ from typing import Literal
 
 import aio_pika
 from aio_pika import DeliveryMode, ExchangeType
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aio_pika.exceptions import PublishError
 
 from codeactions.config import Settings
 from codeactions.dispatch import wire
+from codeactions.dispatch.broker import Broker
 from codeactions.dispatch.workers import WorkerTable, WorkerView
 from codeactions.errors import Unavailable
 from codeactions.ops.metrics import Metrics
@@ -88,18 +89,18 @@ class DispatchRunner:
         on_capacity: Callable[[int], None] = lambda slots: None,
     ) -> None:
         self.settings = settings.dispatch
-        self.url = settings.rabbitmq.url
-        self.reconnect_seconds = settings.rabbitmq.reconnect_seconds
+        self.broker = Broker(
+            settings.rabbitmq.url,
+            name=f"codeactions-api {socket.gethostname()} {os.getpid()}",
+            retry_seconds=settings.rabbitmq.reconnect_seconds,
+        )
         self.metrics = metrics
         self.on_capacity = on_capacity
         self.table = WorkerTable(self.settings.lost_seconds)
-        self.reply_queue = wire.api_queue(self.settings.prefix, f"{self.settings.worker_id}")
+        self.reply_queue = wire.api_queue(self.settings.prefix, self.settings.worker_id)
         self._pending: dict[str, Pending] = {}
         self._changed = asyncio.Event()  # set (and replaced) whenever the table changes
-        self._connection: AbstractRobustConnection | None = None
-        self._channel: AbstractChannel | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._error = "connecting to RabbitMQ"
         self._capacity = -1
 
     # ------------------------------------------------------------------ lifecycle
@@ -115,42 +116,26 @@ class DispatchRunner:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for pending in list(self._pending.values()):
             pending.settle(_lost(pending.worker.id, "was not heard from: this API replica stopped"))
-        if self._connection is not None:
-            with contextlib.suppress(Exception):
-                await self._connection.close()
+        await self.broker.close()
 
     async def _connect(self) -> None:
-        name = f"codeactions-api {socket.gethostname()} {os.getpid()}"
-        while True:
-            try:
-                connection = await aio_pika.connect_robust(
-                    self.url, client_properties={"connection_name": name}
-                )
-                channel = await connection.channel(on_return_raises=True)
-                exchange = await channel.declare_exchange(
-                    wire.workers_exchange(self.settings.prefix), ExchangeType.FANOUT, durable=True
-                )
-                ttl = int(self.settings.lost_seconds * 1000)
-                beats = await channel.declare_queue(
-                    exclusive=True, auto_delete=True, arguments={"x-message-ttl": ttl}
-                )
-                await beats.bind(exchange)
-                await beats.consume(self._on_heartbeat, no_ack=True)
-                replies = await channel.declare_queue(
-                    self.reply_queue, exclusive=True, auto_delete=True
-                )
-                await replies.consume(self._on_reply, no_ack=True)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._error = f"RabbitMQ unreachable: {type(exc).__name__}: {exc}"[:300]
-                log.warning("dispatch: %s; retrying in %g s", self._error, self.reconnect_seconds)
-                await asyncio.sleep(self.reconnect_seconds)
-                continue
-            self._connection, self._channel = connection, channel
-            self._error = ""
-            log.info("dispatch: connected to RabbitMQ, waiting for workers")
-            return
+        async def consume(channel: AbstractChannel) -> None:
+            exchange = await channel.declare_exchange(
+                wire.workers_exchange(self.settings.prefix), ExchangeType.FANOUT, durable=True
+            )
+            ttl = int(self.settings.lost_seconds * 1000)
+            beats = await channel.declare_queue(
+                exclusive=True, auto_delete=True, arguments={"x-message-ttl": ttl}
+            )
+            await beats.bind(exchange)
+            await beats.consume(self._on_heartbeat, no_ack=True)
+            replies = await channel.declare_queue(
+                self.reply_queue, exclusive=True, auto_delete=True
+            )
+            await replies.consume(self._on_reply, no_ack=True)
+
+        await self.broker.connect(consume, on_return_raises=True)
+        log.info("dispatch: connected to RabbitMQ, waiting for workers")
 
     async def _watch(self) -> None:
         """Take silent workers out of the table, often enough to notice within `lost_seconds`."""
@@ -244,7 +229,7 @@ class DispatchRunner:
         loop = asyncio.get_running_loop()
         while True:
             picked = self.table.pick(code_id)
-            if picked is not None and self._channel is not None:
+            if picked is not None and self.broker.channel is not None:
                 return picked
             remaining = until - loop.time()
             if remaining <= 0:
@@ -257,7 +242,7 @@ class DispatchRunner:
         self, order: wire.RunOrder | wire.CompileOrder, pending: Pending, until: float
     ) -> RunOutcome | _Again | str | None:
         """Publish an order to its worker and wait for its answer until `until` (loop time)."""
-        channel = self._channel
+        channel = self.broker.channel
         if channel is None:
             raise Unavailable("RabbitMQ is unavailable: cannot hand the run to a worker")
         worker = pending.worker
@@ -366,8 +351,8 @@ class DispatchRunner:
             why = "" if ready else _why_not(name, workers)
             languages[name] = {"ready": bool(ready), "error": why, "failures": 0, "retry_in": 0}
         errors = []
-        if self._error:
-            errors.append(self._error)
+        if self.broker.error:
+            errors.append(self.broker.error)
         elif not workers:
             errors.append("no worker is alive: runs wait for one within their timeout")
         else:

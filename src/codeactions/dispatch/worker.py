@@ -21,18 +21,21 @@ from aio_pika.abc import (
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
-    AbstractRobustConnection,
 )
 from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
 
 from codeactions.config import Settings
 from codeactions.dispatch import wire
+from codeactions.dispatch.broker import Broker
+from codeactions.dispatch.workers import remember
+from codeactions.ops.health import runner_health
 from codeactions.runner.base import (
     CompileError,
     RunLogLine,
     Runner,
     RunOutcome,
     RunRequest,
+    wire_lines,
     wire_outcome,
 )
 from codeactions.runner.wire import Language
@@ -81,12 +84,14 @@ class Worker:
         self.warm: deque[str] = deque(maxlen=self.slots)  # the codes it ran last
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._connection: AbstractRobustConnection | None = None
-        self._channel: AbstractChannel | None = None
+        self.broker = Broker(
+            settings.rabbitmq.url,
+            name=f"codeactions-worker {self.id} {socket.gethostname()} {os.getpid()}",
+            retry_seconds=settings.rabbitmq.reconnect_seconds,
+        )
         self._exchange: AbstractExchange | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
-        self._error = "connecting to RabbitMQ"
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -108,38 +113,21 @@ class Worker:
                 beating.cancel()
                 await asyncio.gather(beating, return_exceptions=True)
             await self._goodbye()
-            if self._connection is not None:
-                with contextlib.suppress(Exception):
-                    await self._connection.close()
+            await self.broker.close()
             await self.runner.close()
 
     async def _connect(self, stop: asyncio.Event) -> bool:
-        name = f"codeactions-worker {self.id} {socket.gethostname()} {os.getpid()}"
-        while not stop.is_set():
-            try:
-                connection = await aio_pika.connect_robust(
-                    self.settings.rabbitmq.url, client_properties={"connection_name": name}
-                )
-                channel = await connection.channel()
-                await channel.set_qos(prefetch_count=self.slots)
-                self._exchange = await channel.declare_exchange(
-                    wire.workers_exchange(self.dispatch.prefix), ExchangeType.FANOUT, durable=True
-                )
-                queue = await channel.declare_queue(
-                    self.queue_name, exclusive=True, auto_delete=True
-                )
-                self._consumer_tag = await queue.consume(self._on_order)
-            except Exception as exc:
-                self._error = f"RabbitMQ unreachable: {type(exc).__name__}: {exc}"[:300]
-                log.warning("worker %s: %s; retrying", self.id, self._error)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.settings.rabbitmq.reconnect_seconds):
-                        await stop.wait()
-                continue
-            self._connection, self._channel, self._queue = connection, channel, queue
-            self._error = ""
-            return True
-        return False
+        async def consume(channel: AbstractChannel) -> None:
+            await channel.set_qos(prefetch_count=self.slots)
+            self._exchange = await channel.declare_exchange(
+                wire.workers_exchange(self.dispatch.prefix), ExchangeType.FANOUT, durable=True
+            )
+            self._queue = await channel.declare_queue(
+                self.queue_name, exclusive=True, auto_delete=True
+            )
+            self._consumer_tag = await self._queue.consume(self._on_order)
+
+        return await self.broker.connect(consume, stop=stop)
 
     async def _drain(self) -> None:
         """Take nothing new; let the runs under way finish (within the shutdown grace)."""
@@ -260,10 +248,7 @@ class Worker:
             sender.cancel()
             self.busy -= 1  # before the end is told: the slot is free when the replica hears it
             self.metrics.busy.set(self.busy)
-        code_id = str(order.get("code_id"))
-        if code_id in self.warm:
-            self.warm.remove(code_id)
-        self.warm.append(code_id)
+        remember(self.warm, str(order.get("code_id")))
         self.metrics.runs.labels("completed" if outcome.ok else "failed").inc()
         done: wire.Reply = {"op": "done", "id": order_id, "outcome": wire_outcome(outcome)}
         await self._reply(reply_to, done, retry=True)
@@ -300,9 +285,10 @@ class Worker:
     ) -> None:
         """A run's log lines, in the order the runner gave them."""
         while (batch := await lines.get()) is not None:
-            logs = [(line.type, line.content, line.at) for line in batch]
             with contextlib.suppress(Exception):  # lines are also in the outcome
-                await self._reply(reply_to, {"op": "logs", "id": order_id, "logs": logs})
+                await self._reply(
+                    reply_to, {"op": "logs", "id": order_id, "logs": wire_lines(batch)}
+                )
 
     async def _compile(self, order_id: str, reply_to: str, order: dict[str, Any]) -> None:
         error: str | None = None
@@ -319,10 +305,11 @@ class Worker:
         give_up = loop.time() + (REPLY_RETRY_SECONDS if retry else 0)
         while True:
             try:
-                if self._channel is None:
+                channel = self.broker.channel
+                if channel is None:
                     raise RuntimeError("not connected")
                 reply["busy"] = self.busy  # fresher than its last heartbeat
-                await self._channel.default_exchange.publish(
+                await channel.default_exchange.publish(
                     aio_pika.Message(
                         wire.encode(reply),
                         correlation_id=reply.get("id"),
@@ -349,17 +336,13 @@ class Worker:
 
     def health(self) -> tuple[bool, dict[str, str]]:
         """Whether this worker can take runs now, and the word of each part."""
-        connection = self._connection
-        connected = connection is not None and connection.connected.is_set() and not self._error
-        status = self.runner.status()
+        connected = self.broker.connected
+        runner_ok, runner_word = runner_health(self.runner.status())
         checks = {
-            "rabbitmq": "ok" if connected else (self._error or "disconnected"),
-            "runner": "ok" if status["ok"] else status["error"] or "runner not ready",
+            "rabbitmq": "ok" if connected else (self.broker.error or "disconnected"),
+            "runner": runner_word,
         }
-        languages = [n for n, s in status["languages"].items() if s["ready"]]
-        if status["ok"]:
-            checks["runner"] = f"ok ({', '.join(languages)} ready; {status['isolation']})"
-        return connected and status["ok"] and not self.draining, checks
+        return connected and runner_ok and not self.draining, checks
 
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:

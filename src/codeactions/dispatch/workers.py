@@ -9,6 +9,13 @@ from codeactions.dispatch.wire import Heartbeat, LanguageReady
 from codeactions.runner.wire import Language
 
 
+def remember(codes: deque[str], code_id: str) -> None:
+    """`code_id` ran last: it moves to the end (the oldest falls out of a bounded deque)."""
+    if code_id in codes:
+        codes.remove(code_id)
+    codes.append(code_id)
+
+
 @dataclass
 class WorkerView:
     id: str
@@ -32,9 +39,7 @@ class WorkerView:
         return self.slots - self.load
 
     def warmed(self, code_id: str) -> None:
-        if code_id in self.warm:
-            self.warm.remove(code_id)
-        self.warm.append(code_id)
+        remember(self.warm, code_id)
 
 
 class WorkerTable:

@@ -174,14 +174,20 @@ async def _rabbitmq(consumers: ConnectionStatus | None) -> str:
 
 
 async def _runner(runner: RunnerHealth) -> str:
-    """Unhealthy when the supervisor is down or any language cannot run: the message names each
+    ok, word = runner_health(runner.status())
+    if not ok:
+        raise RuntimeError(word)
+    return word
+
+
+def runner_health(status: RunnerStatus) -> tuple[bool, str]:
+    """Unhealthy when the supervisor is down or any language cannot run: the word names each
     language that cannot, and why; the others keep serving."""
-    status = runner.status()
     ready = [name for name, language in status["languages"].items() if language["ready"]]
     if not status["ok"]:
         detail = status["error"] or "runner not ready"
-        raise RuntimeError(detail + (f"; {', '.join(ready)} ready" if ready else ""))
-    return f"ok ({', '.join(ready) or 'no language'} ready; isolation: {status['isolation']})"
+        return False, detail + (f"; {', '.join(ready)} ready" if ready else "")
+    return True, f"ok ({', '.join(ready) or 'no language'} ready; isolation: {status['isolation']})"
 
 
 def _describe(exc: BaseException) -> str:

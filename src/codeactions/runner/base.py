@@ -77,9 +77,13 @@ def wire_outcome(outcome: RunOutcome) -> wire.Outcome:
         content_type=outcome.content_type,
         reason=outcome.reason,
         error=outcome.error,
-        logs=[(line.type, line.content, line.at) for line in outcome.logs],
+        logs=wire_lines(outcome.logs),
         duration=outcome.duration,
     )
+
+
+def wire_lines(lines: list[RunLogLine]) -> list[wire.LogEntry]:
+    return [(line.type, line.content, line.at) for line in lines]
 
 
 def log_lines(entries: list[wire.LogEntry]) -> list[RunLogLine]:
